@@ -1,0 +1,61 @@
+"""``c2f evaluate``: mIoU, per-class IoU, pixel accuracy and foreground Jaccard of a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .options import layout_option, model_options, progress_option, refine_options
+
+
+@click.command("evaluate")
+@click.option("--model", "model_path", type=click.Path(exists=True, dir_okay=False, path_type=Path), help=".pt checkpoint or .onnx export.")
+@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A run folder: evaluate every round's checkpoint and plot mIoU per round.")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="Images with ground-truth masks.")
+@layout_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where to write JSON and PNGs.")
+@click.option("--compare-crf", is_flag=True, help="Report with and without CRF.")
+@refine_options
+@model_options
+@progress_option
+def command(
+    model_path: Path | None, run_dir: Path | None, data: Path, layout: str, out: Path | None, compare_crf: bool,
+    crf: bool, grabcut: bool, batch_size: int, device: str, threads: int | None, progress: bool,
+) -> None:
+    """Score a model (or every round of a run) on a dataset with ground truth.
+
+    \b
+    Examples:
+      c2f evaluate --model model.onnx --data voc_val/ --crf
+      c2f evaluate --run runs/photos --data photos_val/ --out runs/photos/eval
+    """
+    from c2f.data.layouts import load_dataset
+    from c2f.inference import Engine
+    from c2f.training.evaluate import evaluate_engine, format_table, plot_rounds, write_report
+
+    if (model_path is None) == (run_dir is None):
+        raise click.UsageError("give exactly one of --model or --run")
+    dataset = load_dataset(data, layout)
+    models = [model_path] if model_path else sorted(run_dir.glob("round_*/checkpoint.pt"), key=lambda p: int(p.parent.name[6:]))
+    if not models:
+        raise click.ClickException(f"no round_*/checkpoint.pt under {run_dir}")
+    out = out or (run_dir / "evaluation" if run_dir else Path(model_path).with_suffix("").parent / "evaluation")
+    rounds = []
+    for path in models:
+        engine = Engine.open(path, device=device, threads=threads, batch_size=batch_size)
+        view = dataset.to_foreground() if engine.info.task == "foreground" else dataset
+        settings = [False, True] if compare_crf else [crf]
+        for use_crf in settings:
+            metrics = evaluate_engine(engine, view, crf=use_crf, grabcut=grabcut, progress=progress)
+            name = f"{path.parent.name if run_dir else path.stem}{'_crf' if use_crf else ''}"
+            write_report(metrics, out, name)
+            click.echo(f"\n{name} ({metrics['images']} images)\n{format_table(metrics)}")
+            if not use_crf or not compare_crf:
+                rounds.append({"round": len(rounds) + 1, "val": metrics})
+    if run_dir:
+        summary = {"rounds": rounds}
+        (out / "rounds.json").write_text(json.dumps(summary, indent=2))
+        plot_rounds(summary, out / "rounds.png")
+        click.echo(f"\nper-round plot: {out / 'rounds.png'}")

@@ -1,0 +1,44 @@
+"""Option decorators shared by several commands, so each option is defined (and documented) once."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import click
+
+Decorator = Callable[[Callable], Callable]
+
+
+def _compose(*decorators: Decorator) -> Decorator:
+    def apply(func: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where to run; auto picks CUDA when available.",
+)
+threads_option = click.option("--threads", type=int, default=None, help="CPU threads for the model (default: all).")
+progress_option = click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+layout_option = click.option(
+    "--layout", default="auto", show_default=True,
+    help="Dataset layout: auto, images-masks, images-masks-flat, class-folder, list-file, voc2012, oxford-pet, object-discovery.",
+)
+refine_options = _compose(
+    click.option("--crf/--no-crf", default=False, show_default=True, help="Sharpen predictions with a dense CRF."),
+    click.option("--grabcut/--no-grabcut", default=False, show_default=True, help="Re-cut the predicted foreground with GrabCut."),
+)
+model_options = _compose(
+    click.option("--batch-size", type=int, default=8, show_default=True, help="Images per model call."),
+    device_option,
+    threads_option,
+)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,60 @@
+"""``c2f train``: the mask stage, then recursive rounds of DeepLab (semantic) or FPN (foreground)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .options import device_option, layout_option, progress_option
+
+
+@click.command("train")
+@click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="Training images with image-level labels.")
+@layout_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
+@click.option("--task", type=click.Choice(["semantic", "foreground"]), default=None, help="[default: semantic]")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML/TOML of TrainConfig fields.")
+@click.option("--val-data", type=click.Path(exists=True, path_type=Path), default=None, help="Images with ground-truth masks for per-round metrics.")
+@click.option("--val-fraction", type=float, default=0.0, show_default=True, help="Hold out this share of --data (it needs masks) for validation.")
+@click.option("--rounds", type=int, default=None, help="[default: 5]")
+@click.option("--epochs", type=int, default=None, help="Epochs per round [default: 10].")
+@click.option("--batch-size", type=int, default=None, help="[default: 12]")
+@click.option("--lr", type=float, default=None, help="Backbone learning rate; the head gets 10x [default: 2.5e-4].")
+@click.option("--resize", type=int, default=None, help="[default: 321]")
+@click.option("--crop", type=int, default=None, help="[default: 256]")
+@click.option("--backbone", default=None, help="efficientnet-lite0 (default), resnet50, resnet101.")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Backbone ImageNet weights file (ResNet).")
+@click.option("--generator", default=None, help="Coarse mask generator: saliency (default), folder, box.")
+@click.option("--mask-workers", type=int, default=None, help="Processes for the mask stage [default: 1].")
+@click.option("--seed", type=int, default=None, help="[default: 0]")
+@click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
+@device_option
+@progress_option
+def command(
+    data: Path, layout: str, out: Path, task: str | None, config_file: Path | None, val_data: Path | None,
+    val_fraction: float, resume: bool, device: str, progress: bool, **overrides,
+) -> None:
+    """Train from image-level labels: coarse masks -> GrabCut -> rounds of train, relabel, retrain.
+
+    \b
+    Examples:
+      c2f train --data photos/ --out runs/photos --rounds 5
+      c2f train --task foreground --data horses/ --out runs/horse --config configs/cpu.yaml
+      c2f train --data photos/ --out runs/photos --resume        # after a kill
+      torchrun --nproc-per-node 2 -m c2f.cli.main train --data photos/ --out runs/ddp
+    """
+    from c2f.data.datasets import split
+    from c2f.data.layouts import load_dataset
+    from c2f.training import TrainConfig, train_recursive
+
+    cfg = TrainConfig.from_file(config_file) if config_file else TrainConfig()
+    if resume and (out / "config.yaml").exists() and config_file is None:
+        cfg = TrainConfig.from_file(out / "config.yaml")
+    cfg = cfg.updated(task=task, device=device, **overrides)
+    train_set = load_dataset(data, layout)
+    val_set = load_dataset(val_data, "auto") if val_data else None
+    if val_fraction > 0:
+        train_set, val_set = split(train_set, val_fraction, seed=cfg.seed)
+    result = train_recursive(cfg, train_set, out, val_set, resume=resume, progress=progress)
+    click.echo(f"final checkpoint: {result.final_checkpoint}")

@@ -1,0 +1,16 @@
+"""One inference engine over ONNX Runtime or a torch checkpoint, shared by CLI, evaluation and server."""
+
+from .backends import Backend, ModelInfo, OnnxBackend, TorchBackend, load_backend
+from .engine import Engine, Prediction, softmax_resized, to_batch
+
+__all__ = [
+    "Backend",
+    "Engine",
+    "ModelInfo",
+    "OnnxBackend",
+    "Prediction",
+    "TorchBackend",
+    "load_backend",
+    "softmax_resized",
+    "to_batch",
+]

@@ -1,0 +1,110 @@
+"""The one inference path: preprocess, batch, run a backend, upsample, softmax, optional refinement.
+
+Images are resized to the model's square training size (the paper resizes to 321x321), so any batch
+of images stacks into one tensor; probabilities are resized back to each image's own size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from .backends import Backend, ModelInfo, load_backend
+
+
+@dataclass
+class Prediction:
+    """One image's result: the label map at the image's size, its class probabilities and timings."""
+
+    label_map: np.ndarray
+    probs: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def class_shares(self, class_names: Sequence[str]) -> dict[str, float]:
+        """Share of the image's pixels per class present (for JSON reports)."""
+        counts = np.bincount(self.label_map.ravel(), minlength=len(class_names))
+        total = self.label_map.size
+        return {class_names[i]: round(float(c) / total, 6) for i, c in enumerate(counts) if c and i < len(class_names)}
+
+
+def to_batch(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """Stack RGB uint8 images as float32 NCHW pixels (0..255) at ``size`` x ``size``."""
+    batch = np.empty((len(images), 3, size, size), dtype=np.float32)
+    for i, image in enumerate(images):
+        batch[i] = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+    return batch
+
+
+def softmax_resized(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize CxHxW logits to the image size, then softmax over classes (float32 CxHxW)."""
+    resized = cv2.resize(logits.transpose(1, 2, 0), (width, height), interpolation=cv2.INTER_LINEAR)
+    if resized.ndim == 2:  # cv2 drops a channel axis of length 1
+        resized = resized[:, :, None]
+    resized = resized.transpose(2, 0, 1)
+    resized -= resized.max(axis=0, keepdims=True)
+    np.exp(resized, out=resized)
+    resized /= resized.sum(axis=0, keepdims=True)
+    return np.ascontiguousarray(resized, dtype=np.float32)
+
+
+class Engine:
+    """Segment images with any backend; refinement (CRF, GrabCut) is opt-in per call."""
+
+    def __init__(self, backend: Backend, batch_size: int = 8) -> None:
+        self.backend = backend
+        self.batch_size = batch_size
+
+    @classmethod
+    def open(cls, path: str | Path, device: str = "auto", threads: int | None = None, batch_size: int = 8) -> "Engine":
+        return cls(load_backend(path, device, threads), batch_size)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.backend.info
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> Iterable[tuple[np.ndarray, float]]:
+        """Yield (CxHxW probabilities at each image's size, model seconds per image), in order."""
+        size = self.info.input_size
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            began = time.perf_counter()
+            logits = self.backend.run(to_batch(chunk, size))
+            per_image = (time.perf_counter() - began) / len(chunk)
+            for image, logit in zip(chunk, logits):
+                yield softmax_resized(logit, image.shape[0], image.shape[1]), per_image
+
+    def segment(
+        self,
+        images: Sequence[np.ndarray],
+        crf: bool = False,
+        grabcut: bool = False,
+        labels: Sequence[tuple[int, ...]] | None = None,
+    ) -> list[Prediction]:
+        """Segment a list of RGB images.
+
+        ``labels`` (one tuple per image) restricts each prediction to the image's own classes, as the
+        paper's between-round post-processing does; ``crf`` runs a dense CRF on the probabilities and
+        ``grabcut`` re-cuts the predicted foreground with GrabCut.
+        """
+        from c2f.masks import dense_crf, refine_prediction
+
+        results = []
+        for index, (probs, model_s) in enumerate(self.probabilities(images)):
+            image = images[index]
+            timings = {"model_s": model_s}
+            own = labels[index] if labels is not None else None
+            if crf:
+                began = time.perf_counter()
+                probs = dense_crf(image, probs)
+                timings["crf_s"] = time.perf_counter() - began
+            began = time.perf_counter()
+            label_map = refine_prediction(image, probs, own, grabcut=grabcut)
+            if grabcut:
+                timings["grabcut_s"] = time.perf_counter() - began
+            results.append(Prediction(label_map, probs, timings))
+        return results

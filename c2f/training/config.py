@@ -1,0 +1,90 @@
+"""Training configuration: the paper's defaults, overridable from a YAML/TOML file and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from c2f.models import TASK_DEFAULTS
+
+
+@dataclass
+class TrainConfig:
+    """One recursive training run. Defaults are the paper's (SGD, batch 12, lr 2.5e-4, 321/256)."""
+
+    task: str = "semantic"
+    arch: str | None = None  # None: DeepLab for semantic, FPN for foreground
+    backbone: str = "efficientnet-lite0"
+    weights: str | None = None  # backbone ImageNet weights file (ResNet); Lite0 ships its own
+    output_stride: int | None = None
+    rounds: int = 5
+    epochs: int = 10  # per round
+    batch_size: int = 12
+    lr: float = 2.5e-4
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    resize: int = 321
+    crop: int = 256
+    flip: bool = True
+    seed: int = 0
+    loader_workers: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision, used only on CUDA
+    # Mask stage (coarse masks -> GrabCut -> label maps).
+    generator: str = "saliency"
+    generator_options: dict[str, Any] = field(default_factory=dict)
+    grabcut_iterations: int = 5
+    mask_crf: bool = False
+    ignore_band: int = 0
+    mask_workers: int = 1
+    # Between rounds: own classes only, GrabCut, drop images outside [min_fg, max_fg] foreground.
+    round_grabcut: bool = True
+    min_fg: float = 0.01
+    max_fg: float = 0.80
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_DEFAULTS:
+            raise ValueError(f"task must be one of {sorted(TASK_DEFAULTS)}, got {self.task!r}")
+        if self.crop > self.resize:
+            raise ValueError(f"crop ({self.crop}) cannot exceed resize ({self.resize})")
+        if self.rounds < 1 or self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("rounds, epochs and batch_size must be positive")
+
+    @property
+    def model_arch(self) -> str:
+        return self.arch or TASK_DEFAULTS[self.task][0]
+
+    @property
+    def model_output_stride(self) -> int:
+        return self.output_stride or TASK_DEFAULTS[self.task][1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def updated(self, **overrides: Any) -> "TrainConfig":
+        """A copy with the given fields replaced; ``None`` values mean "not given" and are skipped."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; valid: {sorted(known)}")
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """Read a YAML (.yaml/.yml) or TOML (.toml) file of TrainConfig fields."""
+        path = Path(path)
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of config keys")
+        return cls().updated(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))

@@ -1,0 +1,236 @@
+"""The paper's recursive refinement: mask stage, then rounds of train -> predict -> clean -> retrain.
+
+Run folder layout (every step's artifacts on disk, so any step can be inspected or rerun)::
+
+    OUT/config.yaml            the full TrainConfig
+    OUT/masks/                 coarse, GrabCut-refined and label maps of the mask stage (+ summary.json)
+    OUT/round_K/labels/        round K's training labels (round 1 uses OUT/masks/labels)
+    OUT/round_K/label_stats.json, metrics.json, checkpoint.pt, overlays/*.png
+    OUT/last.pt                the newest epoch's state, for --resume
+    OUT/metrics.json, rounds.png   per-round summary and plot
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from c2f.data.datasets import LabelledDataset, check_images
+from c2f.data.io import read_image, read_mask, write_label_png
+from c2f.inference import Engine, ModelInfo, TorchBackend
+from c2f.masks import postprocess_prediction, run_mask_stage
+
+from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import DistInfo, barrier, init_distributed, resolve_device
+from .evaluate import evaluate_engine, label_statistics, plot_rounds, score_label_maps, write_overlays
+from .samples import LabelMapDataset, Pair
+from .trainer import train_round
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What a finished run produced: per-round metrics and the final checkpoint."""
+
+    out_dir: Path
+    rounds: list[dict] = field(default_factory=list)
+    mask_stage: dict = field(default_factory=dict)
+    final_checkpoint: Path | None = None
+
+
+def train_recursive(
+    cfg: TrainConfig,
+    train_set: LabelledDataset,
+    out_dir: str | Path,
+    val_set: LabelledDataset | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Run the whole method; with ``resume`` finished rounds are kept and the current one continues."""
+    out = Path(out_dir)
+    dist_info = init_distributed(cfg.device if cfg.device != "auto" else "cpu")
+    device = resolve_device(cfg.device, dist_info)
+    if out.exists() and any(out.iterdir()) and not resume and (out / "config.yaml").exists():
+        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) or choose another folder")
+    if cfg.task == "foreground":
+        train_set = train_set.to_foreground()
+        val_set = val_set.to_foreground() if val_set is not None else None
+    out.mkdir(parents=True, exist_ok=True)
+    if dist_info.is_main:
+        cfg.save(out / "config.yaml")
+    train_set, bad = check_images(train_set)
+    if bad and dist_info.is_main:
+        (out / "skipped_images.json").write_text(json.dumps([{"path": p, "reason": r} for p, r in bad], indent=2))
+    result = RunResult(out)
+    # The mask stage journals each image as it finishes; rank 0 runs it, other ranks wait and reuse it.
+    if dist_info.is_main:
+        stage = run_mask_stage(
+            train_set,
+            out / "masks",
+            generator=cfg.generator,
+            grabcut=True,
+            grabcut_iterations=cfg.grabcut_iterations,
+            crf=cfg.mask_crf,
+            ignore_band=cfg.ignore_band,
+            workers=cfg.mask_workers,
+            progress=progress,
+            **cfg.generator_options,
+        )
+        result.mask_stage = stage.summary
+    barrier(dist_info)
+    labels = _existing_labels(train_set, out / "masks" / "labels")
+    class_names = train_set.class_names
+    for round_index in range(1, cfg.rounds + 1):
+        round_dir = out / f"round_{round_index}"
+        metrics_path = round_dir / "metrics.json"
+        if resume and metrics_path.exists() and (round_dir / "checkpoint.pt").exists():
+            result.rounds.append(json.loads(metrics_path.read_text()))
+            labels = _existing_labels(train_set, out / f"round_{round_index + 1}" / "labels") or labels
+            log.info("round %d already complete, skipped", round_index)
+            continue
+        metrics = _run_round(cfg, train_set, val_set, labels, round_index, out, device, dist_info, progress)
+        result.rounds.append(metrics)
+        if round_index < cfg.rounds:
+            labels = _relabel(cfg, train_set, round_dir, out / f"round_{round_index + 1}" / "labels", progress)
+            if dist_info.is_main:
+                metrics["next_labels"] = label_statistics(train_set, labels)
+                metrics_path.write_text(json.dumps(metrics, indent=2))
+        barrier(dist_info)
+        if dist_info.is_main:
+            print(_summary_line(metrics), flush=True)
+    result.final_checkpoint = out / f"round_{cfg.rounds}" / "checkpoint.pt"
+    if dist_info.is_main:
+        summary = {"mask_stage": _mask_stage_scores(train_set, out), "rounds": result.rounds}
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        plot_rounds(summary, out / "rounds.png")
+    return result
+
+
+def _run_round(
+    cfg: TrainConfig,
+    train_set: LabelledDataset,
+    val_set: LabelledDataset | None,
+    labels: dict[str, Path],
+    round_index: int,
+    out: Path,
+    device: str,
+    dist_info: DistInfo,
+    progress: bool,
+) -> dict:
+    round_dir = out / f"round_{round_index}"
+    pairs = [Pair(s.key, s.image, labels[s.key]) for s in train_set.samples if s.key in labels]
+    if not pairs:
+        raise RuntimeError(f"round {round_index}: no training labels left (all images dropped?)")
+    stats = label_statistics(train_set, labels)
+    if dist_info.is_main:
+        round_dir.mkdir(parents=True, exist_ok=True)
+        (round_dir / "label_stats.json").write_text(json.dumps(stats, indent=2))
+    dataset = LabelMapDataset(pairs, cfg.resize, cfg.crop, cfg.flip, cfg.seed, round_index)
+    model = train_round(
+        dataset,
+        cfg,
+        train_set.num_classes,
+        round_index,
+        cfg.task,
+        train_set.class_names,
+        out / "last.pt",
+        device,
+        dist_info,
+        progress,
+    )
+    metrics: dict = {"round": round_index, "train_images": len(pairs), "steps": model.steps, "labels": stats}
+    if not dist_info.is_main:
+        return metrics
+    last = load_checkpoint(out / "last.pt")
+    save_checkpoint(make_checkpoint(model, cfg.task, train_set.class_names, cfg.resize, **_round_state(last)), round_dir / "checkpoint.pt")
+    engine = _engine(model, cfg, train_set.class_names, device)
+    if train_set.has_ground_truth:
+        metrics["train_labels_quality"] = score_label_maps(train_set, labels)
+    if val_set is not None and val_set.has_ground_truth:
+        metrics["val"] = evaluate_engine(engine, val_set, progress=progress)
+        write_overlays(engine, val_set, round_dir / "overlays")
+    (round_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _round_state(last: dict) -> dict:
+    keep = ("round", "epoch", "steps", "train_config", "loss")
+    return {k: last[k] for k in keep if k in last}
+
+
+def _engine(model, cfg: TrainConfig, class_names: list[str], device: str) -> Engine:
+    info = ModelInfo(cfg.task, list(class_names), cfg.resize, model.config.to_dict())
+    return Engine(TorchBackend(model, info, device), batch_size=max(cfg.batch_size, 1))
+
+
+def _relabel(
+    cfg: TrainConfig, train_set: LabelledDataset, round_dir: Path, labels_dir: Path, progress: bool
+) -> dict[str, Path]:
+    """Predict every training image with this round's model and clean it into next round's labels."""
+    from c2f.inference import load_backend
+
+    backend = load_backend(round_dir / "checkpoint.pt", cfg.device)
+    engine = Engine(backend, batch_size=max(cfg.batch_size, 1))
+    drops: dict[str, str] = {}
+    new_labels: dict[str, Path] = {}
+    for sample in tqdm(train_set.samples, desc="relabel", disable=not progress, leave=False):
+        image = read_image(sample.image)
+        probs, _ = next(iter(engine.probabilities([image])))
+        cleaned = postprocess_prediction(
+            image,
+            probs,
+            sample.labels,
+            grabcut=cfg.round_grabcut,
+            grabcut_iterations=cfg.grabcut_iterations,
+            min_fg=cfg.min_fg,
+            max_fg=cfg.max_fg,
+            ignore_band=cfg.ignore_band,
+        )
+        if cleaned.label_map is None:
+            drops[sample.key] = cleaned.dropped or "dropped"
+            continue
+        path = labels_dir / f"{sample.key}.png"
+        write_label_png(path, cleaned.label_map)
+        new_labels[sample.key] = path
+    (labels_dir.parent / "dropped.json").write_text(json.dumps(drops, indent=2))
+    return new_labels
+
+
+def _existing_labels(dataset: LabelledDataset, folder: Path) -> dict[str, Path]:
+    found = {}
+    for sample in dataset.samples:
+        path = folder / f"{sample.key}.png"
+        if path.exists():
+            found[sample.key] = path
+    return found
+
+
+def _mask_stage_scores(dataset: LabelledDataset, out: Path) -> dict:
+    """Quality of the coarse and GrabCut masks on the training images (the paper's Table I rows)."""
+    if not dataset.has_ground_truth:
+        return {}
+    scores = {}
+    for stage in ("coarse", "refined"):
+        maps = {}
+        for sample in dataset.samples:
+            path = out / "masks" / stage / f"{sample.key}.png"
+            if path.exists() and len(sample.labels) == 1:
+                maps[sample.key] = (read_mask(path) > 127).astype(np.uint8) * sample.labels[0]
+        scores[stage] = score_label_maps(dataset, maps)
+    return scores
+
+
+def _summary_line(metrics: dict) -> str:
+    parts = [f"round {metrics['round']}: {metrics['train_images']} images, {metrics['steps']} steps"]
+    if "train_labels_quality" in metrics:
+        parts.append(f"train-label mIoU {metrics['train_labels_quality']['miou']:.3f}")
+    if "val" in metrics:
+        parts.append(f"val mIoU {metrics['val']['miou']:.3f}, fg Jaccard {metrics['val']['fg_jaccard']:.3f}")
+    return " | ".join(parts)

@@ -1,0 +1,140 @@
+"""One round of training: SGD with the paper's settings, poly schedule, 10x head learning rate.
+
+A round is resumable at epoch granularity: every epoch ends with an atomic ``last.pt`` holding model,
+optimizer and position. Because all randomness is seeded from (seed, round, epoch), a resumed round
+takes exactly the steps an unbroken one would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from c2f.models import SegmentationModel, build_model
+
+from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .distributed import DistInfo
+from .samples import LabelMapDataset, epoch_order
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = 255
+
+
+def new_model(cfg: TrainConfig, num_classes: int, round_index: int) -> SegmentationModel:
+    """A freshly initialised model for a round (seeded, ImageNet backbone)."""
+    torch.manual_seed(cfg.seed * 1000 + round_index)
+    return build_model(
+        cfg.model_arch, cfg.backbone, num_classes, cfg.model_output_stride, pretrained=True, weights=cfg.weights
+    )
+
+
+def make_optimizer(model: SegmentationModel, cfg: TrainConfig) -> torch.optim.SGD:
+    backbone, head = model.parameter_groups()
+    return torch.optim.SGD(
+        [{"params": backbone, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_mult}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:
+    """Optimizer steps per epoch; the global batch is split over ranks, so this does not depend on world."""
+    return math.ceil(math.ceil(n / world) / max(cfg.batch_size // world, 1))
+
+
+def train_round(
+    dataset: LabelMapDataset,
+    cfg: TrainConfig,
+    num_classes: int,
+    round_index: int,
+    task: str,
+    class_names: list[str],
+    last_path: Path,
+    device: str,
+    dist_info: DistInfo,
+    progress: bool = True,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> SegmentationModel:
+    """Train one round's model on ``dataset``, resuming from ``last_path`` when it holds this round."""
+    model = new_model(cfg, num_classes, round_index).to(device)
+    optimizer = make_optimizer(model, cfg)
+    start_epoch = 0
+    if last_path.exists():
+        state = load_checkpoint(last_path)
+        if state.get("round") == round_index:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch = state["epoch"] + 1
+            log.info("round %d: resuming after epoch %d from %s", round_index, state["epoch"] + 1, last_path)
+    use_amp = cfg.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    wrapped = DistributedDataParallel(model) if dist_info.world > 1 else model
+    per_rank_batch = max(cfg.batch_size // dist_info.world, 1)
+    total_steps = steps_per_epoch(len(dataset), cfg, dist_info.world) * cfg.epochs
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    step = start_epoch * steps_per_epoch(len(dataset), cfg, dist_info.world)
+    for epoch in range(start_epoch, cfg.epochs):
+        dataset.set_epoch(epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + round_index * 1009 + epoch)  # dropout masks
+        order = epoch_order(len(dataset), cfg.seed, round_index, epoch, dist_info.rank, dist_info.world)
+        loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=order, num_workers=cfg.loader_workers)
+        wrapped.train()
+        bar = tqdm(
+            loader,
+            desc=f"round {round_index} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not (progress and dist_info.is_main),
+            leave=False,
+        )
+        running = 0.0
+        for batch_index, (pixels, target) in enumerate(bar):
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * (1 - step / total_steps) ** cfg.poly_power
+            pixels, target = pixels.to(device), target.to(device)
+            with torch.autocast("cuda", enabled=use_amp):
+                logits = wrapped(pixels)
+            loss = _loss(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            running += float(loss.detach())
+            bar.set_postfix(loss=f"{running / (batch_index + 1):.3f}")
+        if dist_info.is_main:
+            save_checkpoint(
+                make_checkpoint(
+                    model,
+                    task,
+                    class_names,
+                    cfg.resize,
+                    optimizer=optimizer.state_dict(),
+                    round=round_index,
+                    epoch=epoch,
+                    steps=step,
+                    train_config=cfg.to_dict(),
+                    loss=running / max(len(loader), 1),
+                ),
+                last_path,
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+    model.steps = step  # for reporting and for the distributed step-count test
+    return model
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy ignoring 255; a batch with no labelled pixel contributes a zero (not NaN) loss."""
+    if bool((target != IGNORE_INDEX).any()):
+        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    return logits.sum() * 0.0
