@@ -29,3 +29,7 @@ def _register() -> None:
 
 
 _register()
+
+
+if __name__ == "__main__":  # python -m c2f.cli.main (used under torchrun)
+    cli()

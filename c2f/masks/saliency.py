@@ -14,8 +14,8 @@ classic, training-free cues that fail in different ways:
 Everything runs vectorised on a downscaled, mean-shift-smoothed copy (max side ~200 px): the
 smoothing turns pixels into region-like patches (a superpixel substitute) and flattens texture
 that would otherwise raise barriers inside the background; the map is then upsampled.
-On 80 VOC10 co-segmentation photos, Otsu-binarised maps reach a mean foreground Jaccard of
-~0.44 (the benchmark's own saliency maps: ~0.37).
+On 100 VOC10 co-segmentation photos, Otsu-binarised maps reach a mean foreground Jaccard of
+~0.46 (the benchmark's own saliency maps at 127: ~0.40); on 40 Weizmann horses ~0.59.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ class TrainConfig:
     resize: int = 321
     crop: int = 256
     flip: bool = True
+    # Keep the backbone's ImageNet BatchNorm statistics (DeepLab's practice at small batch sizes):
+    # otherwise train-time batch statistics and eval-time running statistics disagree.
+    freeze_bn: bool = True
     seed: int = 0
     loader_workers: int = 0
     device: str = "auto"

@@ -14,9 +14,35 @@ from c2f.data.datasets import LabelledDataset, ground_truth
 from c2f.data.io import read_image, read_mask, write_rgb
 from c2f.inference import Engine
 from c2f.inference.render import overlay
-from c2f.metrics import ConfusionMatrix
+from c2f.metrics import ConfusionMatrix, foreground_jaccard
 
 log = logging.getLogger(__name__)
+
+IGNORE = 255
+
+
+class Scorer:
+    """Dataset-level confusion matrix plus the per-image foreground Jaccard (Object Discovery protocol)."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.matrix = ConfusionMatrix(num_classes)
+        self.jaccards: list[float] = []
+
+    def update(self, gt: np.ndarray, pred: np.ndarray) -> None:
+        self.matrix.update(gt, pred)
+        valid = (gt != IGNORE) & (pred != IGNORE)
+        self.jaccards.append(foreground_jaccard(gt != 0, (pred != 0) & (pred != IGNORE), valid))
+
+    def summary(self, class_names: list[str]) -> dict:
+        ious = self.matrix.iou_per_class()
+        return {
+            "miou": self.matrix.mean_iou(),
+            "iou_per_class": {n: None if np.isnan(v) else float(v) for n, v in zip(class_names, ious)},
+            "pixel_accuracy": self.matrix.pixel_accuracy(),
+            "fg_jaccard": float(np.mean(self.jaccards)) if self.jaccards else float("nan"),
+            "images": len(self.jaccards),
+            "confusion": self.matrix.matrix.tolist(),
+        }
 
 
 def evaluate_engine(
@@ -35,27 +61,24 @@ def evaluate_engine(
             f"model has {engine.info.num_classes} classes but the dataset has {dataset.num_classes}; "
             "evaluate a foreground model with the dataset's foreground view"
         )
-    matrix = ConfusionMatrix(dataset.num_classes)
+    scorer = Scorer(dataset.num_classes)
     samples = [s for s in dataset.samples if s.mask is not None]
     for sample in tqdm(samples, desc="evaluate", disable=not progress, leave=False):
         image = read_image(sample.image)
         prediction = engine.segment([image], crf=crf, grabcut=grabcut)[0]
-        matrix.update(ground_truth(sample, dataset), prediction.label_map)
-    return matrix.summary(dataset.class_names) | {"images": len(samples), "crf": crf, "grabcut": grabcut}
+        scorer.update(ground_truth(sample, dataset), prediction.label_map)
+    return scorer.summary(dataset.class_names) | {"crf": crf, "grabcut": grabcut}
 
 
 def score_label_maps(dataset: LabelledDataset, label_maps: Mapping[str, Path | np.ndarray]) -> dict:
     """Score training label maps (files or arrays, keyed by sample key) against ground truth."""
-    matrix = ConfusionMatrix(dataset.num_classes)
-    scored = 0
+    scorer = Scorer(dataset.num_classes)
     for sample in dataset.samples:
         if sample.key not in label_maps or sample.mask is None:
             continue
         label = label_maps[sample.key]
-        label = read_mask(label) if isinstance(label, Path) else label
-        matrix.update(ground_truth(sample, dataset), label)
-        scored += 1
-    return matrix.summary(dataset.class_names) | {"images": scored}
+        scorer.update(ground_truth(sample, dataset), read_mask(label) if isinstance(label, Path) else label)
+    return scorer.summary(dataset.class_names)
 
 
 def label_statistics(dataset: LabelledDataset, label_maps: Mapping[str, Path]) -> dict:
@@ -84,7 +107,7 @@ def label_statistics(dataset: LabelledDataset, label_maps: Mapping[str, Path]) -
 def format_table(metrics: dict) -> str:
     """A plain-text table of per-class IoU and the headline figures."""
     rows = [f"{'class':<16}{'IoU':>8}"]
-    rows += [f"{name:<16}{iou:>8.3f}" for name, iou in metrics["per_class_iou"].items() if iou is not None]
+    rows += [f"{name:<16}{iou:>8.3f}" for name, iou in metrics["iou_per_class"].items() if iou is not None]
     rows.append("-" * 24)
     rows += [
         f"{'mIoU':<16}{metrics['miou']:>8.3f}",
@@ -105,7 +128,7 @@ def write_report(metrics: dict, out_dir: Path, name: str = "evaluation") -> None
     (out_dir / f"{name}.json").write_text(json.dumps(metrics, indent=2))
     matrix = np.asarray(metrics["confusion"], dtype=np.float64)
     matrix = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    names = list(metrics["per_class_iou"])
+    names = list(metrics["iou_per_class"])
     fig, ax = plt.subplots(figsize=(1 + 0.45 * len(names), 1 + 0.45 * len(names)))
     ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(names)), names, rotation=90)

@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from c2f.data.datasets import LabelledDataset, check_images
-from c2f.data.io import read_image, read_mask, write_label_png
+from c2f.data.io import read_image, write_label_png
 from c2f.inference import Engine, ModelInfo, TorchBackend
-from c2f.masks import postprocess_prediction, run_mask_stage
+from c2f.masks.labels import postprocess_prediction
+from c2f.masks.stage import key_seed, mask_quality, run_mask_stage
 
 from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -55,7 +56,7 @@ def train_recursive(
 ) -> RunResult:
     """Run the whole method; with ``resume`` finished rounds are kept and the current one continues."""
     out = Path(out_dir)
-    dist_info = init_distributed(cfg.device if cfg.device != "auto" else "cpu")
+    dist_info = init_distributed(resolve_device(cfg.device, DistInfo()))
     device = resolve_device(cfg.device, dist_info)
     if out.exists() and any(out.iterdir()) and not resume and (out / "config.yaml").exists():
         raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) or choose another folder")
@@ -98,11 +99,13 @@ def train_recursive(
         metrics = _run_round(cfg, train_set, val_set, labels, round_index, out, device, dist_info, progress)
         result.rounds.append(metrics)
         if round_index < cfg.rounds:
-            labels = _relabel(cfg, train_set, round_dir, out / f"round_{round_index + 1}" / "labels", progress)
+            next_dir = out / f"round_{round_index + 1}" / "labels"
             if dist_info.is_main:
+                labels = _relabel(cfg, train_set, round_dir, next_dir, progress)
                 metrics["next_labels"] = label_statistics(train_set, labels)
                 metrics_path.write_text(json.dumps(metrics, indent=2))
-        barrier(dist_info)
+            barrier(dist_info)
+            labels = _existing_labels(train_set, next_dir)
         if dist_info.is_main:
             print(_summary_line(metrics), flush=True)
     result.final_checkpoint = out / f"round_{cfg.rounds}" / "checkpoint.pt"
@@ -178,6 +181,8 @@ def _relabel(
 
     backend = load_backend(round_dir / "checkpoint.pt", cfg.device)
     engine = Engine(backend, batch_size=max(cfg.batch_size, 1))
+    # Start clean: a killed earlier attempt may have left labels of images dropped this time.
+    shutil.rmtree(labels_dir, ignore_errors=True)
     drops: dict[str, str] = {}
     new_labels: dict[str, Path] = {}
     for sample in tqdm(train_set.samples, desc="relabel", disable=not progress, leave=False):
@@ -192,6 +197,7 @@ def _relabel(
             min_fg=cfg.min_fg,
             max_fg=cfg.max_fg,
             ignore_band=cfg.ignore_band,
+            seed=key_seed(sample.key),
         )
         if cleaned.label_map is None:
             drops[sample.key] = cleaned.dropped or "dropped"
@@ -216,15 +222,7 @@ def _mask_stage_scores(dataset: LabelledDataset, out: Path) -> dict:
     """Quality of the coarse and GrabCut masks on the training images (the paper's Table I rows)."""
     if not dataset.has_ground_truth:
         return {}
-    scores = {}
-    for stage in ("coarse", "refined"):
-        maps = {}
-        for sample in dataset.samples:
-            path = out / "masks" / stage / f"{sample.key}.png"
-            if path.exists() and len(sample.labels) == 1:
-                maps[sample.key] = (read_mask(path) > 127).astype(np.uint8) * sample.labels[0]
-        scores[stage] = score_label_maps(dataset, maps)
-    return scores
+    return {stage: mask_quality(dataset, out / "masks", stage) for stage in ("coarse", "refined")}
 
 
 def _summary_line(metrics: dict) -> str:

@@ -90,6 +90,10 @@ def train_round(
         order = epoch_order(len(dataset), cfg.seed, round_index, epoch, dist_info.rank, dist_info.world)
         loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=order, num_workers=cfg.loader_workers)
         wrapped.train()
+        if cfg.freeze_bn:
+            for module in model.backbone.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.eval()
         bar = tqdm(
             loader,
             desc=f"round {round_index} epoch {epoch + 1}/{cfg.epochs}",

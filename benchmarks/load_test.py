@@ -1,0 +1,296 @@
+"""Load test of the c2f HTTP service, adaptive batching on versus off (loopback only, bounded).
+
+Starts ``bentoml serve c2f.serving.service:Segmenter`` twice (``C2F_BATCHING=1`` then ``0``) on a
+free loopback port, sends N requests with concurrency C from an asyncio httpx client, and prints
+one JSON report: throughput, p50/p95/p99 latency, errors, mean batch size (from /metrics) and the
+server's RSS (main process + workers, via psutil) before and after each run.
+
+    python benchmarks/load_test.py --model model.onnx                 # 1000 requests x 16, both modes
+    python benchmarks/load_test.py --requests 200 --out report.json   # exports a throwaway model
+    python benchmarks/load_test.py --url http://127.0.0.1:3000        # an already running server
+
+Hard caps: at most 5000 requests and 64 concurrent per run, and a wall-clock budget
+(``--max-seconds``, default 900) for the whole script, after which no new request is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+MAX_REQUESTS = 5000
+MAX_CONCURRENCY = 64
+REPO = Path(__file__).resolve().parents[1]
+
+
+def synthetic_jpeg(height: int = 375, width: int = 500, seed: int = 0) -> bytes:
+    """A VOC-sized photo stand-in: gradient, a disc, a box and mild noise, as JPEG."""
+    import cv2
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.dstack([x * 255 // width, y * 255 // height, np.full_like(x, 110)]).astype(np.uint8)
+    cv2.circle(image, (width // 3, height // 2), height // 4, (240, 220, 40), -1)
+    cv2.rectangle(image, (width // 2, height // 5), (4 * width // 5, 3 * height // 4), (190, 40, 50), -1)
+    image = np.clip(image + rng.normal(0, 6, image.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def export_model(folder: Path, input_size: int, num_classes: int) -> Path:
+    import torch
+
+    from c2f.export import export_onnx
+    from c2f.models import build_model
+    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    classes = ["background"] + [f"class{i}" for i in range(1, num_classes)]
+    model = build_model("deeplab", "efficientnet-lite0", num_classes)
+    checkpoint = save_checkpoint(make_checkpoint(model, "semantic", classes, input_size), folder / "bench.pt")
+    export_onnx(checkpoint, folder / "bench.onnx")
+    return folder / "bench.onnx"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, model: Path, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "wb")
+        full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "C2F_MODEL": str(model), **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "c2f.serving.service:Segmenter",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=REPO, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"server not ready after {timeout} s; see {self.log.name}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def rss_mb(pid: int | None) -> dict[str, float] | None:
+    """RSS of the server process and its workers (MB); None when the pid is unknown."""
+    if pid is None:
+        return None
+    try:
+        main = psutil.Process(pid)
+        children = main.children(recursive=True)
+        workers = sum(child.memory_info().rss for child in children)
+        return {"main_mb": round(main.memory_info().rss / 2**20, 1), "workers_mb": round(workers / 2**20, 1),
+                "total_mb": round((main.memory_info().rss + workers) / 2**20, 1)}
+    except psutil.Error:
+        return None
+
+
+def batch_histogram(url: str) -> dict[str, float] | None:
+    """Mean adaptive batch size of the ``infer`` method, from the Prometheus endpoint."""
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return None
+    total = count = 0.0
+    for line in text.splitlines():
+        if 'method_name="infer"' not in line:
+            continue
+        match = re.match(r"bentoml_service_adaptive_batch_size_(sum|count)\{.*\} ([0-9.e+]+)", line)
+        if match:
+            if match.group(1) == "sum":
+                total += float(match.group(2))
+            else:
+                count += float(match.group(2))
+    return {"batches": count, "images": total, "mean_batch": round(total / count, 2) if count else None}
+
+
+async def fire(url: str, route: str, image: bytes, params: dict, requests: int, concurrency: int,
+               deadline: float) -> dict:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    sent = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+
+        async def worker() -> None:
+            nonlocal sent
+            while sent < requests and time.monotonic() < deadline:
+                sent += 1
+                began = time.perf_counter()
+                try:
+                    response = await client.post(route, params=params, files={"image": ("bench.jpg", image, "image/jpeg")})
+                    key = None if response.status_code == 200 else str(response.status_code)
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                if key is None:
+                    latencies.append(time.perf_counter() - began)
+                else:
+                    errors[key] = errors.get(key, 0) + 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - began
+    done = len(latencies)
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {
+        "requests_sent": sent,
+        "ok": done,
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "truncated_by_time_cap": sent < requests,
+        "elapsed_s": round(elapsed, 2),
+        "throughput_rps": round(done / elapsed, 2) if elapsed else None,
+        "latency_ms": {
+            "mean": round(float(np.nanmean(ms)), 1),
+            "p50": round(float(np.nanpercentile(ms, 50)), 1),
+            "p95": round(float(np.nanpercentile(ms, 95)), 1),
+            "p99": round(float(np.nanpercentile(ms, 99)), 1),
+            "max": round(float(np.nanmax(ms)), 1),
+        },
+    }
+
+
+def run_mode(args, model: Path | None, batching: bool | None, image: bytes, deadline: float, workdir: Path) -> dict:
+    server = None
+    url, pid = args.url, args.server_pid
+    if url is None:
+        env = {"C2F_BATCHING": "1" if batching else "0", "C2F_BATCH": str(args.batch)}
+        if args.batch_latency_ms:
+            env["C2F_BATCH_LATENCY_MS"] = str(args.batch_latency_ms)
+        if args.threads:
+            env["C2F_THREADS"] = str(args.threads)
+        server = Server(model, env, workdir / f"server-batching-{'on' if batching else 'off'}.log")
+        server.wait_ready()
+        url, pid = server.url, server.proc.pid
+    try:
+        params = {"format": args.format}
+        if args.crf:
+            params["crf"] = "true"
+        rss_before = rss_mb(pid)
+        warm = asyncio.run(fire(url, args.route, image, params, args.warmup, min(args.concurrency, args.warmup or 1), deadline))
+        rss_warm = rss_mb(pid)
+        result = asyncio.run(fire(url, args.route, image, params, args.requests, args.concurrency, deadline))
+        result["rss_before"] = rss_before
+        result["rss_after_warmup"] = rss_warm
+        result["rss_after"] = rss_mb(pid)
+        result["warmup_errors"] = warm["errors"]
+        result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        result["batches"] = batch_histogram(url)
+        try:
+            result["server"] = httpx.get(f"{url}/metadata", timeout=10).json()["batching"]
+        except (httpx.HTTPError, KeyError, ValueError):
+            result["server"] = None
+        return result
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, help="ONNX export to serve (default: export a throwaway untrained one)")
+    parser.add_argument("--url", help="target a running server instead of starting two (one run, no mode switch)")
+    parser.add_argument("--server-pid", type=int, help="with --url: pid of that server, for RSS")
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=16)
+    parser.add_argument("--modes", choices=["both", "on", "off"], default="both")
+    parser.add_argument("--route", default="/segment")
+    parser.add_argument("--format", default="png")
+    parser.add_argument("--crf", action="store_true")
+    parser.add_argument("--image", type=Path, help="image to send (default: a synthetic 500x375 JPEG)")
+    parser.add_argument("--input-size", type=int, default=321, help="for the throwaway model")
+    parser.add_argument("--classes", type=int, default=21, help="for the throwaway model")
+    parser.add_argument("--batch", type=int, default=8, help="C2F_BATCH (max batch size)")
+    parser.add_argument("--batch-latency-ms", type=int, help="C2F_BATCH_LATENCY_MS (default: the service's)")
+    parser.add_argument("--threads", type=int, help="C2F_THREADS (ONNX Runtime intra-op threads)")
+    parser.add_argument("--max-seconds", type=float, default=900, help="wall-clock budget for the whole script")
+    parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    args = parser.parse_args(argv)
+    if not 1 <= args.requests <= MAX_REQUESTS:
+        parser.error(f"--requests must be 1..{MAX_REQUESTS}")
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        parser.error(f"--concurrency must be 1..{MAX_CONCURRENCY}")
+    if args.url and not re.match(r"^https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/?$", args.url):
+        parser.error("--url must be a loopback address")
+    deadline = time.monotonic() + args.max_seconds
+    image = args.image.read_bytes() if args.image else synthetic_jpeg()
+
+    with tempfile.TemporaryDirectory(prefix="c2f-load-") as tmp:
+        workdir = Path(tmp)
+        model = args.model
+        if args.url is None and model is None:
+            model = export_model(workdir, args.input_size, args.classes)
+        modes = [None] if args.url else {"both": [True, False], "on": [True], "off": [False]}[args.modes]
+        results = {}
+        for batching in modes:
+            name = "target" if batching is None else f"batching_{'on' if batching else 'off'}"
+            results[name] = run_mode(args, model, batching, image, deadline, workdir)
+            if args.url is None:
+                results[name]["server_log_tail"] = (workdir / f"server-{name.replace('_', '-')}.log").read_text(
+                    errors="replace")[-300:] if results[name]["errors"] else ""
+    report = {
+        "config": {
+            "requests": args.requests, "concurrency": args.concurrency, "route": args.route, "format": args.format,
+            "crf": args.crf, "image_bytes": len(image), "model": str(args.model) if args.model else
+            f"untrained deeplab/efficientnet-lite0, {args.classes} classes, input {args.input_size}",
+            "batch": args.batch, "batch_latency_ms": args.batch_latency_ms, "threads": args.threads,
+            "cpu_count": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        },
+        "results": results,
+    }
+    on, off = results.get("batching_on"), results.get("batching_off")
+    if on and off and on["throughput_rps"] and off["throughput_rps"]:
+        report["batching_speedup"] = round(on["throughput_rps"] / off["throughput_rps"], 3)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Turning foreground masks and predictions into training label maps.
+
+Shared by the mask stage (coarse mask -> first-round labels) and the recursive training loop
+(prediction -> next-round labels), so both produce label maps by exactly the same rules:
+0 = background, class index on foreground, 255 = ignore (not trained on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from c2f.data.datasets import BACKGROUND, IGNORE
+from c2f.masks.grabcut import grabcut_refine
+
+__all__ = [
+    "RoundLabel",
+    "compose_label_map",
+    "foreground_fraction",
+    "keep_own_classes",
+    "postprocess_prediction",
+]
+
+
+def _check_labels(labels: tuple[int, ...]) -> None:
+    if any(not BACKGROUND < label < IGNORE for label in labels):
+        raise ValueError(f"labels must be class indices 1..254, got {labels}")
+
+
+def compose_label_map(
+    fg: np.ndarray,
+    labels: tuple[int, ...],
+    ignore_band: int = 0,
+    class_evidence: np.ndarray | None = None,
+) -> np.ndarray:
+    """uint8 HxW label map: 0 off `fg`, the image's label on it, 255 in the optional band.
+
+    With several labels, `class_evidence` (KxHxW scores, row k for ``labels[k]``) picks the
+    label per foreground pixel; without it the assignment would be a guess, so it is an error.
+    `ignore_band` > 0 marks pixels within that many pixels of the foreground boundary, on both
+    sides, as 255: mask boundaries are the least reliable part of a pseudo-label.
+    """
+    fg = np.asarray(fg, dtype=bool)
+    labels = tuple(int(label) for label in labels)
+    _check_labels(labels)
+    if not labels:
+        if fg.any():
+            raise ValueError("an image without labels cannot have a labelled foreground")
+        label_map = np.zeros(fg.shape, np.uint8)
+    elif len(labels) == 1:
+        label_map = np.where(fg, labels[0], BACKGROUND).astype(np.uint8)
+    else:
+        if class_evidence is None:
+            raise ValueError(f"{len(labels)} labels {labels} need class_evidence to split "
+                             "the foreground")
+        if class_evidence.shape != (len(labels), *fg.shape):
+            raise ValueError(f"class_evidence {class_evidence.shape} must be "
+                             f"{(len(labels), *fg.shape)} (one row per label)")
+        winner = np.asarray(labels, np.uint8)[np.argmax(class_evidence, axis=0)]
+        label_map = np.where(fg, winner, BACKGROUND).astype(np.uint8)
+    if ignore_band > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ignore_band + 1,) * 2)
+        fg8 = fg.astype(np.uint8)
+        band = (cv2.dilate(fg8, kernel) > 0) & ~(cv2.erode(fg8, kernel) > 0)
+        label_map[band] = IGNORE
+    return label_map
+
+
+def foreground_fraction(label_map: np.ndarray) -> float:
+    """Share of non-ignored pixels that are foreground (0.0 when everything is ignored)."""
+    valid = label_map != IGNORE
+    n_valid = int(valid.sum())
+    return float(((label_map != BACKGROUND) & valid).sum()) / n_valid if n_valid else 0.0
+
+
+def keep_own_classes(probs: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
+    """Zero every class except background and `labels`, then renormalise (float32 CxHxW).
+
+    The image-level label is known to be right, so a prediction of any other class is an error
+    by construction. Pixels whose kept mass is zero go to background.
+    """
+    labels = tuple(int(label) for label in labels)
+    _check_labels(labels)
+    if any(label >= probs.shape[0] for label in labels):
+        raise ValueError(f"labels {labels} exceed the {probs.shape[0]} predicted classes")
+    keep = np.zeros(probs.shape[0], bool)
+    keep[[BACKGROUND, *labels]] = True
+    kept = np.where(keep[:, None, None], probs, 0.0).astype(np.float32)
+    total = kept.sum(axis=0)
+    kept[BACKGROUND][total <= 0] = 1.0
+    return kept / np.maximum(kept.sum(axis=0), np.finfo(np.float32).tiny)
+
+
+@dataclass(frozen=True)
+class RoundLabel:
+    """One image's label map for the next training round, or why it was dropped."""
+
+    label_map: np.ndarray | None
+    dropped: str | None
+    fg_fraction: float
+    grabcut_fallback: bool
+
+
+def postprocess_prediction(
+    image: np.ndarray,
+    probs: np.ndarray,
+    labels: tuple[int, ...],
+    grabcut: bool = True,
+    grabcut_iterations: int = 5,
+    min_fg: float = 0.01,
+    max_fg: float = 0.80,
+    ignore_band: int = 0,
+    seed: int = 0,
+) -> RoundLabel:
+    """The paper's between-round post-processing of one prediction.
+
+    Own classes only -> argmax foreground -> GrabCut on that foreground (optional; falls back
+    to it when GrabCut fails) -> each refined foreground pixel gets its most probable own class
+    -> images with a foreground share outside [`min_fg`, `max_fg`] are dropped (they teach
+    "everything is background" or "everything is object"). `seed` seeds GrabCut; pass a per-image
+    value (e.g. from the key) to make results independent of processing order.
+    """
+    if probs.shape[1:] != image.shape[:2]:
+        raise ValueError(f"probs {probs.shape} do not match image {image.shape[:2]}")
+    labels = tuple(int(label) for label in labels)
+    own = keep_own_classes(probs, labels)
+    fg = np.argmax(own, axis=0) != BACKGROUND
+    fallback = False
+    if grabcut:
+        result = grabcut_refine(image, fg, iterations=grabcut_iterations, seed=seed)
+        fg, fallback = result.mask, not result.used_grabcut
+    evidence = own[list(labels)] if len(labels) > 1 else None
+    label_map = compose_label_map(fg, labels, ignore_band, evidence)
+    fraction = foreground_fraction(label_map)
+    dropped = None
+    if fraction < min_fg:
+        dropped = f"foreground<{min_fg:.0%}"
+    elif fraction > max_fg:
+        dropped = f"foreground>{max_fg:.0%}"
+    return RoundLabel(None if dropped else label_map, dropped, fraction, fallback)

@@ -1,0 +1,425 @@
+"""The mask stage: coarse mask -> GrabCut -> optional CRF -> first-round label map, per image.
+
+Built for large, messy folders: per-image failures (unreadable image, missing coarse map) are
+recorded, never fatal; work runs in parallel processes; and every finished image is appended
+to a JSON-lines journal (flushed and fsynced), so a killed run resumes where it stopped.
+
+Layout of `out_dir`::
+
+    coarse/<key>.png    0/255 coarse mask             refined/<key>.png  0/255 after GrabCut/CRF
+    labels/<key>.png    indexed label PNG (0 bg, class ids, 255 ignore) - absent when dropped
+    manifest-<hash>.jsonl  the journal; <hash> digests the settings, so new settings never
+                           reuse stale masks          summary.json  counts, fallbacks, timings
+
+Reproducibility: GrabCut is seeded from each image's key, so outputs do not depend on the
+processing order or the number of workers, and a resumed run is byte-identical to an unbroken one.
+
+Image labels: a single-label image gets its class on the foreground. A multi-label image gets
+255 (ignore) on the foreground - a class-agnostic mask cannot say which object is which, but its
+background is still valid supervision. An unlabelled image fails (nothing to learn from it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from c2f.data.datasets import IGNORE, LabelledDataset, Sample, ground_truth
+from c2f.data.io import ImageReadError, read_image, read_mask, write_label_png, write_mask_png
+from c2f.masks.crf import crf_refine_mask
+from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
+from c2f.masks.grabcut import grabcut_refine
+from c2f.masks.labels import compose_label_map
+from c2f.metrics import ConfusionMatrix, foreground_jaccard
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FORMAT_VERSION", "MaskStageResult", "run_mask_stage", "mask_quality", "key_seed"]
+
+# Bump whenever the outputs for identical settings would change (invalidates every cache).
+FORMAT_VERSION = 1
+
+_STEPS = ("read", "coarse", "grabcut", "crf", "write")
+_INPUT_ERRORS = (ImageReadError, FileNotFoundError, CoarseInputError)
+
+
+@dataclass
+class MaskStageResult:
+    """Where the stage wrote, which images got labels, which failed, and summary.json's content."""
+
+    out_dir: Path
+    label_paths: dict[str, Path] = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def key_seed(key: str) -> int:
+    """A 31-bit RNG seed derived from an image key: same key, same GrabCut result, anywhere."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def _relative_output(stage: str, key: str) -> str:
+    parts = PurePosixPath(key).parts
+    if not parts or PurePosixPath(key).is_absolute() or any(p in ("..", ".") for p in parts):
+        raise ValueError(f"sample key {key!r} cannot be used as an output path")
+    return str(PurePosixPath(stage, *parts[:-1], parts[-1] + ".png"))
+
+
+def _fingerprint(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+@dataclass(frozen=True)
+class _Config:
+    """Everything a worker needs besides the sample; picklable."""
+
+    out_dir: Path
+    generator: CoarseGenerator
+    grabcut: bool
+    grabcut_iterations: int
+    grabcut_max_side: int | None
+    crf: bool
+    ignore_band: int
+    min_fg: float
+    max_fg: float
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "generator": self.generator.name,
+            "generator_settings": self.generator.settings(),
+            "grabcut": self.grabcut,
+            "grabcut_iterations": self.grabcut_iterations,
+            "grabcut_max_side": self.grabcut_max_side,
+            "crf": self.crf,
+            "ignore_band": self.ignore_band,
+            "min_fg": self.min_fg,
+            "max_fg": self.max_fg,
+        }
+
+    def input_state(self, sample: Sample) -> dict[str, Any]:
+        """What a cached result depends on besides the settings: input files and labels."""
+        return {
+            "image": _fingerprint(sample.image),
+            "sources": {str(p): _fingerprint(p) for p in self.generator.source_files(sample)},
+            "labels": list(sample.labels),
+        }
+
+
+def _remove_outputs(out_dir: Path, key: str, stages: tuple[str, ...]) -> None:
+    """Delete a key's outputs from earlier runs that this run's result no longer backs."""
+    for stage in stages:
+        (out_dir / _relative_output(stage, key)).unlink(missing_ok=True)
+
+
+def _process(config: _Config, sample: Sample) -> dict[str, Any]:
+    """Run one image through the stage and write its PNGs; returns its journal record."""
+    times = dict.fromkeys(_STEPS, 0.0)
+    record: dict[str, Any] = {"key": sample.key}
+    start = time.perf_counter()
+    try:
+        image = read_image(sample.image)
+        times["read"] = time.perf_counter() - start
+        if not sample.labels:
+            raise CoarseInputError(f"sample {sample.key!r} has no image-level label")
+        tick = time.perf_counter()
+        coarse = np.asarray(config.generator(image, sample), dtype=bool)
+        times["coarse"] = time.perf_counter() - tick
+    except _INPUT_ERRORS as exc:
+        _remove_outputs(config.out_dir, sample.key, ("coarse", "refined", "labels"))
+        return {**record, "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
+    if coarse.shape != image.shape[:2]:
+        raise ValueError(f"generator {config.generator.name!r} returned a {coarse.shape} mask "
+                         f"for a {image.shape[:2]} image ({sample.key})")
+
+    refined, fallback = coarse, None
+    if config.grabcut:
+        tick = time.perf_counter()
+        result = grabcut_refine(image, coarse, config.grabcut_iterations,
+                                max_side=config.grabcut_max_side, seed=key_seed(sample.key))
+        refined, fallback = result.mask, result.fallback
+        times["grabcut"] = time.perf_counter() - tick
+    if config.crf:
+        tick = time.perf_counter()
+        refined = crf_refine_mask(image, refined)
+        times["crf"] = time.perf_counter() - tick
+
+    # Multi-label: compose with any one label (for the band), then hide which one it was.
+    label_map = compose_label_map(refined, sample.labels[:1], config.ignore_band)
+    if len(sample.labels) > 1:
+        label_map[label_map != 0] = IGNORE
+    fraction = float(refined.mean())  # not of the label map: multi-label maps have no class fg
+    dropped = None
+    if fraction < config.min_fg:
+        dropped = f"foreground<{config.min_fg:.0%}"
+    elif fraction > config.max_fg:
+        dropped = f"foreground>{config.max_fg:.0%}"
+
+    tick = time.perf_counter()
+    outputs = {stage: _relative_output(stage, sample.key) for stage in ("coarse", "refined")}
+    write_mask_png(config.out_dir / outputs["coarse"], coarse)
+    write_mask_png(config.out_dir / outputs["refined"], refined)
+    if dropped is None:
+        outputs["labels"] = _relative_output("labels", sample.key)
+        write_label_png(config.out_dir / outputs["labels"], label_map)
+    else:
+        _remove_outputs(config.out_dir, sample.key, ("labels",))
+    times["write"] = time.perf_counter() - tick
+    times["total"] = time.perf_counter() - start
+    return {
+        **record,
+        "status": "dropped" if dropped else "done",
+        "reason": dropped,
+        "outputs": outputs,
+        "fg_fraction": fraction,
+        "multi_label": len(sample.labels) > 1,
+        "grabcut_fallback": fallback,
+        "seconds": {k: round(v, 6) for k, v in times.items()},
+    }
+
+
+def _init_worker() -> None:
+    # One OpenCV thread per process: workers already use every core, oversubscription only hurts.
+    cv2.setNumThreads(1)
+
+
+def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    """Latest record per key; a torn last line (killed mid-write) is ignored."""
+    records: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return records
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                logger.warning("ignoring unreadable journal line %d of %s", line_no, path)
+                continue
+            if isinstance(record, dict) and "key" in record:
+                records[record["key"]] = record
+    return records
+
+
+def _terminate_torn_line(path: Path) -> None:
+    """End a journal whose last write was cut off with a newline, so new records stay parseable."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+
+def _is_cached(record: dict[str, Any] | None, state: dict[str, Any], out_dir: Path) -> bool:
+    if record is None or record.get("status") not in ("done", "dropped"):
+        return False
+    if record.get("input") != state:
+        return False
+    return all((out_dir / rel).is_file() for rel in record["outputs"].values())
+
+
+def _run(config: _Config, samples: list[Sample], workers: int) -> Iterator[dict[str, Any]]:
+    """Yield records as images finish, in-process or from a process pool."""
+    if workers <= 1:
+        for sample in samples:
+            yield _process(config, sample)
+        return
+    # spawn, not fork: forking a parent that holds torch/OpenCV threads can deadlock.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker)
+    try:
+        futures = [pool.submit(_process, config, sample) for sample in samples]
+        for future in as_completed(futures):
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _summarise(config: _Config, settings_hash: str, dataset: LabelledDataset,
+               records: dict[str, dict[str, Any]], n_done: int, n_skipped: int,
+               elapsed: float) -> dict[str, Any]:
+    current = [records[s.key] for s in dataset.samples if s.key in records]
+    ok = [r for r in current if r["status"] in ("done", "dropped")]
+    failed = [{"key": r["key"], "reason": r["reason"]} for r in current if r["status"] == "failed"]
+    dropped = [{"key": r["key"], "reason": r["reason"]} for r in ok if r["status"] == "dropped"]
+    fallbacks = Counter(r["grabcut_fallback"] for r in ok if r["grabcut_fallback"])
+    steps = (*_STEPS, "total")
+    return {
+        "settings_hash": settings_hash,
+        "settings": config.settings(),
+        "counts": {
+            "total": len(dataset.samples),
+            "done": n_done,
+            "skipped_cached": n_skipped,
+            "failed": len(failed),
+            "dropped": len(dropped),
+            "labelled": len(ok) - len(dropped),
+            "multi_label_ignored": sum(bool(r["multi_label"]) for r in ok),
+        },
+        "failed": failed,
+        "dropped": dropped,
+        "grabcut_fallbacks": {"count": sum(fallbacks.values()), "reasons": dict(fallbacks)},
+        "mean_seconds": {s: float(np.mean([r["seconds"][s] for r in ok])) if ok else None
+                         for s in steps},
+        "mean_fg_fraction": float(np.mean([r["fg_fraction"] for r in ok])) if ok else None,
+        "elapsed_seconds": round(elapsed, 3),
+    }
+
+
+def run_mask_stage(
+    dataset: LabelledDataset,
+    out_dir: str | Path,
+    generator: CoarseGenerator | str = "saliency",
+    grabcut: bool = True,
+    grabcut_iterations: int = 5,
+    crf: bool = False,
+    ignore_band: int = 0,
+    workers: int = 1,
+    progress: bool = True,
+    grabcut_max_side: int | None = None,
+    min_fg: float = 0.01,
+    max_fg: float = 0.80,
+    **generator_options: Any,
+) -> MaskStageResult:
+    """Produce first-round label maps for every sample of `dataset` under `out_dir`.
+
+    `generator` is a :class:`CoarseGenerator` or a registered name built with
+    `generator_options`. Images already in the journal with unchanged inputs are skipped.
+    `min_fg`/`max_fg` drop images whose refined foreground share is outside that range (masks
+    still written, no label map), the same filter as between training rounds.
+    `grabcut_max_side` runs GrabCut on a downscaled copy for speed.
+
+    Returns the labelled images, the failures and the summary also written to
+    ``out_dir/summary.json``: ``counts`` (total; done = processed now, dropped included;
+    skipped_cached; failed; dropped; labelled; multi_label_ignored),
+    ``failed`` / ``dropped`` (key and reason), ``grabcut_fallbacks`` (count, reasons),
+    ``mean_seconds`` per step over all finished images, and the ``settings`` and their hash.
+
+    With ``workers > 1`` the pool uses the ``spawn`` start method, so a calling script needs
+    the usual ``if __name__ == "__main__":`` guard.
+    """
+    if isinstance(generator, str):
+        generator = make_generator(generator, **generator_options)
+    elif generator_options:
+        raise ValueError("generator options are only accepted with a generator name")
+    out_dir = Path(out_dir)
+    for sample in dataset.samples:
+        _relative_output("labels", sample.key)  # reject unsafe keys before any work
+    config = _Config(out_dir, generator, grabcut, grabcut_iterations, grabcut_max_side, crf,
+                     ignore_band, min_fg, max_fg)
+    settings_hash = hashlib.sha256(
+        json.dumps(config.settings(), sort_keys=True).encode()).hexdigest()[:16]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    journal = out_dir / f"manifest-{settings_hash}.jsonl"
+    for stale in out_dir.glob("manifest-*.jsonl"):
+        if stale != journal:
+            # Its masks are about to be overwritten with other settings: it must not be trusted.
+            logger.warning("settings changed: discarding stale journal %s", stale.name)
+            stale.unlink()
+
+    started = time.perf_counter()
+    records = _read_journal(journal)
+    states = {s.key: config.input_state(s) for s in dataset.samples}
+    pending = [s for s in dataset.samples
+               if not _is_cached(records.get(s.key), states[s.key], out_dir)]
+    n_skipped = len(dataset.samples) - len(pending)
+    if n_skipped:
+        logger.info("mask stage: %d of %d images cached in %s", n_skipped, len(dataset), journal)
+
+    _terminate_torn_line(journal)
+    n_done = 0
+    with journal.open("a", encoding="utf-8") as handle, \
+            tqdm(total=len(pending), desc="masks", unit="img", disable=not progress) as bar:
+        for record in _run(config, pending, workers):
+            record["input"] = states[record["key"]]
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+            records[record["key"]] = record
+            if record["status"] == "failed":
+                logger.warning("mask stage: %s failed: %s", record["key"], record["reason"])
+            else:
+                n_done += 1
+            bar.update()
+
+    summary = _summarise(config, settings_hash, dataset, records, n_done, n_skipped,
+                         time.perf_counter() - started)
+    tmp = out_dir / f".summary.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+    os.replace(tmp, out_dir / "summary.json")
+    label_paths = {s.key: out_dir / records[s.key]["outputs"]["labels"] for s in dataset.samples
+                   if records.get(s.key, {}).get("status") == "done"}
+    failed = [(f["key"], f["reason"]) for f in summary["failed"]]
+    logger.info("mask stage: %d labelled, %d dropped, %d failed, %d GrabCut fallbacks -> %s",
+                len(label_paths), summary["counts"]["dropped"], len(failed),
+                summary["grabcut_fallbacks"]["count"], out_dir)
+    return MaskStageResult(out_dir, label_paths, failed, summary)
+
+
+def mask_quality(
+    dataset: LabelledDataset,
+    result_or_dir: MaskStageResult | str | Path,
+    stage: Literal["coarse", "refined", "labels"] = "labels",
+) -> dict[str, Any]:
+    """Score one stage's outputs against the dataset's ground truth.
+
+    Returns mIoU / per-class IoU / pixel accuracy over the dataset's classes and the mean
+    class-agnostic foreground Jaccard. Binary stages (coarse, refined) are given the image's
+    label; multi-label images then only count towards the Jaccard. Samples without ground
+    truth are skipped and samples without an output (failed, dropped) counted as `missing`.
+    """
+    if stage not in ("coarse", "refined", "labels"):
+        raise ValueError(f"stage must be 'coarse', 'refined' or 'labels', got {stage!r}")
+    out_dir = result_or_dir.out_dir if isinstance(result_or_dir, MaskStageResult) \
+        else Path(result_or_dir)
+    cm = ConfusionMatrix(dataset.num_classes)
+    jaccards: list[float] = []
+    missing = 0
+    for sample in dataset.samples:
+        if sample.mask is None:
+            continue
+        path = out_dir / _relative_output(stage, sample.key)
+        if not path.is_file():
+            missing += 1
+            continue
+        gt = ground_truth(sample, dataset)
+        pred = read_mask(path)
+        if stage != "labels":  # 0/255 masks: 255 is foreground there, not ignore
+            pred = np.where(pred != 0, 1, 0).astype(np.uint8)
+        fg = (pred != 0) & (pred != IGNORE)
+        valid = (gt != IGNORE) & (pred != IGNORE)
+        jaccards.append(foreground_jaccard(gt != 0, fg, valid))
+        if dataset.task == "foreground":
+            cm.update(gt, np.where(pred == IGNORE, IGNORE, fg).astype(np.uint8))
+        elif stage == "labels":
+            cm.update(gt, pred)
+        elif len(sample.labels) == 1:
+            cm.update(gt, compose_label_map(fg, sample.labels))
+    ious = cm.iou_per_class()
+    return {
+        "stage": stage,
+        "images": len(jaccards),
+        "missing": missing,
+        "miou": cm.mean_iou(),
+        "iou_per_class": {name: None if np.isnan(v) else float(v)
+                          for name, v in zip(dataset.class_names, ious, strict=False)},
+        "pixel_accuracy": cm.pixel_accuracy(),
+        "fg_jaccard": float(np.mean(jaccards)) if jaccards else float("nan"),
+    }

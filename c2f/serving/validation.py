@@ -1,0 +1,462 @@
+"""Input checks, limits, settings and response encoding for the HTTP service.
+
+Nothing here imports BentoML, so every rule the service applies to a request (size limits, option
+parsing, image decoding, the JSON mask encoding) is unit-testable without starting a server. The
+service turns a :class:`RequestError` into an HTTP response whose JSON body carries ``reason``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from c2f.data.io import ImageReadError, decode_image, voc_palette
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # 20 MiB per uploaded file
+DEFAULT_MAX_PIXELS = 25_000_000  # 25 megapixels per decoded image
+DEFAULT_BATCH = 8
+DEFAULT_BATCH_LATENCY_MS = 60_000  # BentoML max_latency_ms (its default): a latency budget, not a wait window
+DEFAULT_TIMEOUT_S = 300
+MULTIPART_SLACK = 64 * 1024  # room for form fields and part headers around the file itself
+
+SEGMENT_FORMATS = ("png", "json", "overlay")
+FOREGROUND_FORMATS = ("png", "cutout")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class RequestError(Exception):
+    """A request the service refuses: HTTP ``status`` and a human ``reason`` for the JSON body."""
+
+    def __init__(self, status: int, reason: str, error: str = "bad_request") -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.error = error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.error, "reason": self.reason, "status": self.status}
+
+
+# ----------------------------------------------------------------------------- settings
+
+
+def _env_int(environ: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _env_bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
+
+
+def bundled_model_path() -> Path:
+    """Where a Bento carries its model: ``model/model.onnx`` beside the ``c2f`` package."""
+    import c2f
+
+    return Path(c2f.__file__).resolve().parent.parent / "model" / "model.onnx"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service configuration, read from ``C2F_*`` environment variables (see the README)."""
+
+    model: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    threads: int | None = None
+    batch_size: int = DEFAULT_BATCH
+    batch_latency_ms: int = DEFAULT_BATCH_LATENCY_MS
+    batching: bool = True
+    workers: int = 1
+    device: str = "auto"
+    timeout_s: int = DEFAULT_TIMEOUT_S
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Parse the environment; a malformed value raises ``ValueError`` naming the variable."""
+        env = os.environ if environ is None else environ
+        device = env.get("C2F_DEVICE", "auto").strip() or "auto"
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"C2F_DEVICE={device!r} must be auto, cpu or cuda")
+        return cls(
+            model=env.get("C2F_MODEL", "").strip() or None,
+            max_bytes=_env_int(env, "C2F_MAX_BYTES", DEFAULT_MAX_BYTES, 1),
+            max_pixels=_env_int(env, "C2F_MAX_PIXELS", DEFAULT_MAX_PIXELS, 1),
+            threads=_env_int(env, "C2F_THREADS", None, 1),
+            # BentoML requires max_batch_size > 1; batching off is C2F_BATCHING=0, not C2F_BATCH=1.
+            batch_size=_env_int(env, "C2F_BATCH", DEFAULT_BATCH, 2),
+            batch_latency_ms=_env_int(env, "C2F_BATCH_LATENCY_MS", DEFAULT_BATCH_LATENCY_MS, 1),
+            batching=_env_bool(env, "C2F_BATCHING", True),
+            workers=_env_int(env, "C2F_WORKERS", 1, 1),
+            device=device,
+            timeout_s=_env_int(env, "C2F_TIMEOUT", DEFAULT_TIMEOUT_S, 1),
+        )
+
+    def resolve_model(self) -> Path:
+        """The model file to serve: ``C2F_MODEL``, else the one bundled in a Bento; clear errors."""
+        if self.model:
+            path = Path(self.model).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(f"C2F_MODEL={self.model!r}: no such model file")
+            return path
+        bundled = bundled_model_path()
+        if bundled.is_file():
+            return bundled
+        raise RuntimeError(
+            "no model to serve: set C2F_MODEL to an ONNX export (c2f export ...), "
+            f"or build a Bento with the model at {bundled.parent.name}/{bundled.name}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def first_given(*values: Any) -> Any:
+    """The first value that was actually sent (form field before query parameter)."""
+    for value in values:
+        if value is not None:
+            return value
+    return None
+
+
+def parse_bool(value: Any, name: str, default: bool = False) -> bool:
+    """Accept true/false, 1/0, yes/no, on/off (any case) or a JSON boolean; else a 422."""
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise RequestError(422, f"option {name}={value!r} is not a boolean (use true/false or 1/0)", "bad_option")
+
+
+def parse_choice(value: Any, name: str, choices: tuple[str, ...], default: str) -> str:
+    """One of ``choices`` (case-insensitive), ``default`` when absent; else a 422."""
+    if value is None:
+        return default
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in choices:
+        return text
+    if text == "":
+        return default
+    raise RequestError(422, f"option {name}={value!r} is not one of {', '.join(choices)}", "bad_option")
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def check_upload(data: bytes | None, max_bytes: int) -> bytes:
+    """Presence and size of the uploaded file, before any decoding."""
+    if data is None:
+        raise RequestError(400, "no image: send the file as multipart form field 'image'", "no_image")
+    if len(data) == 0:
+        raise RequestError(400, "the uploaded image is an empty file", "empty_image")
+    if len(data) > max_bytes:
+        raise RequestError(
+            413, f"the uploaded file has {len(data)} bytes; the limit is {max_bytes} bytes", "too_large"
+        )
+    return data
+
+
+def decode_upload(data: bytes | None, max_bytes: int, max_pixels: int, name: str = "upload") -> np.ndarray:
+    """Uploaded bytes -> HxWx3 uint8 RGB through :func:`c2f.data.io.decode_image`.
+
+    Status codes: 400 missing or empty file, 413 over the byte or pixel limit, 415 not an image
+    format Pillow recognises, 422 a recognised format that fails to decode (truncated, corrupt).
+    The header is probed first so that an oversized image is refused before it is decoded.
+    """
+    data = check_upload(data, max_bytes)
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+    except Image.UnidentifiedImageError:
+        raise RequestError(415, "the uploaded file is not an image in a supported format", "not_an_image") from None
+    except Image.DecompressionBombError as exc:
+        raise RequestError(413, f"the image has too many pixels ({exc})", "too_many_pixels") from None
+    except Exception as exc:  # noqa: BLE001 - any header failure is the upload's fault
+        raise RequestError(422, f"the image header cannot be read: {exc}", "corrupt_image") from None
+    if width * height > max_pixels:
+        raise RequestError(
+            413, f"the image has {width}x{height} pixels; the limit is {max_pixels} pixels", "too_many_pixels"
+        )
+    try:
+        return decode_image(data, name, max_pixels=max_pixels)
+    except ImageReadError as exc:
+        raise RequestError(422, f"the image cannot be decoded: {exc.reason}", "corrupt_image") from None
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def png_bytes(array: np.ndarray, palette: np.ndarray | None = None) -> bytes:
+    """Encode HxW (gray, or palette indices when ``palette`` is given), HxWx3 or HxWx4 uint8 as PNG."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    if array.ndim == 2 and palette is not None:
+        image = Image.frombytes("P", (array.shape[1], array.shape[0]), array.tobytes())
+        image.putpalette(np.asarray(palette, dtype=np.uint8).ravel().tolist())
+    elif array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
+        image = Image.fromarray(array)  # L, RGB or RGBA from the shape
+    else:
+        raise ValueError(f"cannot encode an array of shape {array.shape} as PNG")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=3)
+    return buffer.getvalue()
+
+
+def label_png(label_map: np.ndarray) -> bytes:
+    """Label map as an indexed PNG with the VOC palette (pixel values are the class ids)."""
+    return png_bytes(label_map, voc_palette())
+
+
+def foreground_mask(label_map: np.ndarray) -> np.ndarray:
+    """Foreground of a label map: any class but background (0) and ignore (255)."""
+    return (label_map > 0) & (label_map != 255)
+
+
+def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+    """COCO-style uncompressed RLE of a binary HxW mask.
+
+    The mask is read in column-major (Fortran) order; ``counts`` alternates runs of 0 and 1 and
+    always starts with a run of 0 (possibly of length 0). ``size`` is ``[height, width]``. This is
+    the form ``pycocotools.mask.frPyObjects`` accepts for uncompressed RLE.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    height, width = mask.shape
+    flat = mask.ravel(order="F")
+    if flat.size == 0:
+        return {"size": [int(height), int(width)], "counts": []}
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat[0]:
+        counts.insert(0, 0)
+    return {"size": [int(height), int(width)], "counts": [int(c) for c in counts]}
+
+
+def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
+    """Inverse of :func:`rle_encode`: a bool HxW mask."""
+    height, width = (int(v) for v in rle["size"])
+    counts = np.asarray(rle["counts"], dtype=np.int64)
+    if counts.sum() != height * width:
+        raise ValueError(f"RLE counts sum to {counts.sum()}, expected {height * width}")
+    values = np.zeros(len(counts), dtype=bool)
+    values[1::2] = True
+    flat = np.repeat(values, counts)
+    return flat.reshape((height, width), order="F")
+
+
+def class_name(index: int, class_names: list[str]) -> str:
+    if index < len(class_names):
+        return class_names[index]
+    return "ignore" if index == 255 else f"class_{index}"
+
+
+def segmentation_json(label_map: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """The ``format=json`` body: image size, class names, pixel shares and one RLE per class present."""
+    height, width = label_map.shape
+    counts = np.bincount(label_map.ravel(), minlength=256)
+    total = label_map.size
+    masks = []
+    shares = {}
+    for index in np.flatnonzero(counts):
+        name = class_name(int(index), class_names)
+        share = round(float(counts[index]) / total, 6)
+        shares[name] = share
+        masks.append(
+            {
+                "class_id": int(index),
+                "class_name": name,
+                "pixels": int(counts[index]),
+                "share": share,
+                "rle": rle_encode(label_map == index),
+            }
+        )
+    return {
+        "width": int(width),
+        "height": int(height),
+        "class_names": list(class_names),
+        "shares": shares,
+        "masks": masks,
+        "rle_format": "coco-uncompressed: column-major, counts alternate 0-runs and 1-runs starting with 0",
+    }
+
+
+def error_body(status: int, reason: str, error: str = "bad_request") -> bytes:
+    return json.dumps({"error": error, "reason": reason, "status": status}).encode()
+
+
+# ----------------------------------------------------------------------------- ASGI guard
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse request bodies over ``max_body`` bytes with a 413 + JSON reason.
+
+    A declared ``Content-Length`` over the limit is refused before a byte of the body is read; a
+    chunked body is counted as it streams and cut off at the limit. BentoML would otherwise buffer
+    the whole upload (in memory and a temporary file) before the service could look at its size.
+    """
+
+    def __init__(self, app: Any, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = None
+        if declared is not None and declared > self.max_body:
+            await self._refuse(send, declared)
+            return
+
+        seen = 0
+        exceeded = False
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal seen, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    exceeded = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            nonlocal started
+            if exceeded:
+                if not started:
+                    started = True
+                    await self._refuse(send, seen)
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+    async def _refuse(self, send: Any, size: int) -> None:
+        body = error_body(413, f"request body of {size}+ bytes exceeds the limit of {self.max_body} bytes", "too_large")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class ErrorEnvelope:
+    """Pure ASGI middleware: every error response of the ``paths`` carries a JSON ``reason``.
+
+    The service's own refusals already do. This catches the ones BentoML produces while parsing
+    the form *before* the endpoint runs (a raw non-multipart body, a text value where the image
+    file belongs, an undecodable extra form field), which otherwise come back as a 400 without a
+    reason or as a 500. An error raised before the endpoint was reached is the request's fault
+    and becomes a 400; the endpoint marks itself reached through ``scope[STATE_KEY]``.
+    """
+
+    STATE_KEY = "c2f.state"
+
+    def __init__(self, app: Any, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        state = {"reached": False}
+        scope[self.STATE_KEY] = state
+        held: dict | None = None
+        parts: list[bytes] = []
+
+        async def wrapped_send(message: dict) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                content_type = dict(message.get("headers", [])).get(b"content-type", b"")
+                if message["status"] >= 400 and (not state["reached"] or content_type.startswith(b"application/json")):
+                    held = message
+                    return
+            elif message["type"] == "http.response.body" and held is not None:
+                parts.append(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                status, body = self._rewrite(held["status"], b"".join(parts), state["reached"])
+                headers = [(k, v) for k, v in held.get("headers", []) if k not in (b"content-length", b"content-type")]
+                headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                await send({**held, "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await send(message)
+
+        await self.app(scope, receive, wrapped_send)
+
+    @staticmethod
+    def _rewrite(status: int, raw: bytes, reached: bool) -> tuple[int, bytes]:
+        try:
+            data = json.loads(raw or b"null")
+        except ValueError:
+            data = None
+        if isinstance(data, list) and len(data) == 1:  # BentoML 1.4 wraps exception bodies in a list
+            data = data[0]
+        if isinstance(data, dict) and "reason" in data:
+            return status, json.dumps(data).encode()
+        said = ""
+        if isinstance(data, dict):
+            said = str(data.get("error", ""))
+            details = [d.get("msg", "") for d in data.get("detail", []) if isinstance(d, dict)]
+            if details:
+                said = f"{said}: {'; '.join(details)}"
+        if not reached:
+            reason = (
+                "malformed request: send the image as a multipart/form-data file field named 'image' "
+                "(options format, crf, grabcut as form fields or query parameters)"
+            )
+            if said and status < 500:
+                reason += f" ({said})"
+            return 400, error_body(400, reason, "malformed_request")
+        return status, error_body(status, said or "internal error; see the server log", "server_error" if status >= 500 else "bad_request")

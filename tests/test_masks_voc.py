@@ -1,0 +1,26 @@
+"""Real photographs: GrabCut improves the benchmark's own saliency masks (skipped without data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from c2f.data.layouts import load_images_masks
+from c2f.masks.stage import mask_quality, run_mask_stage
+
+VOC = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc10-coseg"
+
+
+@pytest.mark.skipif(not (VOC / "saliency").is_dir(),
+                    reason=f"VOC10 co-segmentation data not found at {VOC}")
+def test_grabcut_improves_shipped_saliency_masks_on_voc(tmp_path):
+    dataset = load_images_masks(VOC)
+    subset = dataset.subset([s.key for s in dataset.samples[::35][:20]])  # all classes, spread
+    result = run_mask_stage(subset, tmp_path, "folder", workers=2, progress=False,
+                            min_fg=0.0, max_fg=1.0)
+    assert not result.failed and len(result.label_paths) == 20
+    coarse = mask_quality(subset, result, "coarse")
+    refined = mask_quality(subset, result, "refined")
+    assert refined["fg_jaccard"] > coarse["fg_jaccard"]
+    assert refined["miou"] > coarse["miou"]

@@ -1,0 +1,110 @@
+"""Recursive training end to end on generated data: rounds, artifacts, resume after a kill, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from c2f.training import TrainConfig
+from c2f.training.checkpoint import load_checkpoint
+
+TINY = ["--rounds", "2", "--epochs", "2", "--batch-size", "4", "--lr", "0.01", "--resize", "64", "--crop", "48",
+        "--no-progress", "--device", "cpu"]
+
+
+def _train(data: Path, out: Path, *extra: str, launcher: list[str] | None = None, **popen) -> subprocess.Popen:
+    cmd = (launcher or [sys.executable, "-m", "c2f.cli.main"]) + ["train", "--data", str(data), "--out", str(out), *TINY, *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output
+    return output
+
+
+@pytest.fixture(scope="module")
+def unbroken_run(tmp_path_factory, demo_data) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "unbroken"
+    output = _finish(_train(demo_data, out, "--val-fraction", "0.25"))
+    assert "round 2:" in output
+    return out
+
+
+def test_run_writes_every_round_artifact(unbroken_run) -> None:
+    for round_index in (1, 2):
+        round_dir = unbroken_run / f"round_{round_index}"
+        metrics = json.loads((round_dir / "metrics.json").read_text())
+        assert metrics["round"] == round_index and metrics["steps"] > 0
+        assert 0.0 <= metrics["val"]["miou"] <= 1.0
+        assert (round_dir / "label_stats.json").exists()
+        assert list((round_dir / "overlays").glob("*.png"))
+        checkpoint = load_checkpoint(round_dir / "checkpoint.pt")
+        assert checkpoint["round"] == round_index and checkpoint["class_names"][0] == "background"
+        assert {"model", "optimizer", "config", "train_config", "epoch"} <= set(checkpoint)
+    assert list((unbroken_run / "round_2" / "labels").rglob("*.png")), "round 1 relabelled the training images"
+    summary = json.loads((unbroken_run / "metrics.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    assert {"coarse", "refined"} <= set(summary["mask_stage"])
+    assert (unbroken_run / "rounds.png").stat().st_size > 0
+    assert TrainConfig.from_file(unbroken_run / "config.yaml").rounds == 2
+
+
+def test_resume_after_kill_matches_unbroken_run(tmp_path, demo_data, unbroken_run) -> None:
+    out = tmp_path / "killed"
+    proc = _train(demo_data, out, "--val-fraction", "0.25", start_new_session=True)
+    deadline = time.monotonic() + 600
+    while not (out / "last.pt").exists():  # the first epoch of round 1 has been saved: kill mid-round
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "round_1" / "checkpoint.pt").exists(), "killed too late to test a mid-round resume"
+    output = _finish(_train(demo_data, out, "--val-fraction", "0.25", "--resume"))
+    assert "round 2:" in output
+    resumed = load_checkpoint(out / "round_2" / "checkpoint.pt")["model"]
+    reference = load_checkpoint(unbroken_run / "round_2" / "checkpoint.pt")["model"]
+    for name, tensor in reference.items():
+        assert torch.allclose(resumed[name].float(), tensor.float(), atol=1e-5), name
+    assert json.loads((out / "round_2" / "metrics.json").read_text())["val"]["miou"] == pytest.approx(
+        json.loads((unbroken_run / "round_2" / "metrics.json").read_text())["val"]["miou"], abs=1e-4
+    )
+
+
+def test_existing_run_is_not_overwritten(demo_data, unbroken_run) -> None:
+    proc = _train(demo_data, unbroken_run)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "--resume" in output
+
+
+def test_distributed_two_processes_take_the_same_steps(tmp_path, demo_data, unbroken_run) -> None:
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
+                "-m", "c2f.cli.main"]
+    _finish(_train(demo_data, out, "--val-fraction", "0.25", launcher=launcher))
+    for round_index in (1, 2):
+        ddp = json.loads((out / f"round_{round_index}" / "metrics.json").read_text())
+        single = json.loads((unbroken_run / f"round_{round_index}" / "metrics.json").read_text())
+        assert ddp["steps"] == single["steps"]
+
+
+def test_config_file_and_overrides(tmp_path) -> None:
+    (tmp_path / "c.yaml").write_text("rounds: 3\nlr: 0.001\ntask: foreground\n")
+    (tmp_path / "c.toml").write_text("rounds = 4\nbatch_size = 6\n")
+    cfg = TrainConfig.from_file(tmp_path / "c.yaml").updated(lr=None, epochs=7)
+    assert (cfg.rounds, cfg.lr, cfg.task, cfg.epochs, cfg.model_arch) == (3, 0.001, "foreground", 7, "fpn")
+    assert TrainConfig.from_file(tmp_path / "c.toml").batch_size == 6
+    (tmp_path / "bad.yaml").write_text("rounds: 3\nlearning_rate: 1\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig.from_file(tmp_path / "bad.yaml")
+    with pytest.raises(ValueError, match="crop"):
+        TrainConfig(resize=100, crop=200)
