@@ -20,6 +20,7 @@ __all__ = [
     "mean_iou",
     "pixel_accuracy",
     "foreground_jaccard",
+    "Scorer",
 ]
 
 
@@ -101,3 +102,35 @@ class ConfusionMatrix:
 
     def pixel_accuracy(self) -> float:
         return pixel_accuracy(self.matrix)
+
+
+class Scorer:
+    """A dataset's confusion matrix plus the mean per-image foreground Jaccard, as one report.
+
+    The per-image mean is the MIT Object Discovery protocol; mIoU is VOC's dataset-level measure.
+    ``update(..., confusion=False)`` counts an image towards the Jaccard only (e.g. a class-agnostic
+    mask of a multi-label image, whose classes are unknown).
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE) -> None:
+        self.matrix = ConfusionMatrix(num_classes, ignore_index)
+        self.ignore_index = ignore_index
+        self.jaccards: list[float] = []
+
+    def update(self, gt: np.ndarray, pred: np.ndarray, confusion: bool = True) -> None:
+        valid = (gt != self.ignore_index) & (pred != self.ignore_index)
+        self.jaccards.append(foreground_jaccard(gt != 0, (pred != 0) & (pred != self.ignore_index), valid))
+        if confusion:
+            self.matrix.update(gt, pred)
+
+    def summary(self, class_names: list[str]) -> dict:
+        """JSON-ready scores; classes absent from truth and prediction have IoU ``None``."""
+        ious = self.matrix.iou_per_class()
+        return {
+            "images": len(self.jaccards),
+            "miou": self.matrix.mean_iou(),
+            "iou_per_class": {n: None if np.isnan(v) else float(v) for n, v in zip(class_names, ious)},
+            "pixel_accuracy": self.matrix.pixel_accuracy(),
+            "fg_jaccard": float(np.mean(self.jaccards)) if self.jaccards else float("nan"),
+            "confusion": self.matrix.matrix.tolist(),
+        }

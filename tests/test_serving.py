@@ -322,6 +322,24 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_mask(client, engi
     assert 'bentoml_service_adaptive_batch_size_count{method_name="infer"' in metrics
 
 
+def test_no_request_lost_when_bentoml_renews_its_client_session(server):
+    """BentoML's in-process client renews its session every 100 calls, cutting calls in flight."""
+    data = _encode(_scene(48, 64, 3))
+
+    async def run() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+            semaphore = asyncio.Semaphore(12)
+
+            async def one() -> int:
+                async with semaphore:
+                    response = await http.post("/segment", files={"image": ("s.png", data)})
+                    return response.status_code
+
+            return await asyncio.gather(*(one() for _ in range(130)))
+
+    assert set(asyncio.run(run())) == {200}
+
+
 def test_internal_batch_route_ignores_unknown_keys(client):
     response = client.post("/internal/batch", json={"keys": ["not-a-request"]})
     assert response.status_code == 200 and response.json() == ["unknown"]

@@ -20,12 +20,13 @@ from .options import model_options, progress_option, refine_options
 )
 @click.option("--include", multiple=True, default=("*",), show_default=True, help="Glob of files to take (repeatable).")
 @click.option("--exclude", multiple=True, default=(), help="Glob of files to leave out (repeatable).")
+@click.option("--workers", type=int, default=2, show_default=True, help="Threads decoding and writing images.")
 @refine_options
 @model_options
 @progress_option
 def command(
     input_dir: Path, out_dir: Path, model: Path, formats: tuple[str, ...], include: tuple[str, ...],
-    exclude: tuple[str, ...], crf: bool, grabcut: bool, batch_size: int, device: str, threads: int | None,
+    exclude: tuple[str, ...], workers: int, crf: bool, grabcut: bool, batch_size: int, device: str, threads: int | None,
     progress: bool,
 ) -> None:
     """Segment every image under INPUT_DIR, mirroring the tree into --out.
@@ -41,7 +42,7 @@ def command(
     from c2f.inference.folder import segment_folder
 
     engine = Engine.open(model, device=device, threads=threads, batch_size=batch_size)
-    report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress)
+    report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress, workers)
     click.echo(json.dumps(report.to_dict() | {"failed": len(report.failed)}))
     for path, reason in report.failed:
         click.echo(f"skipped {path}: {reason}", err=True)

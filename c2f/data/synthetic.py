@@ -2,7 +2,8 @@
 
 The whole pipeline (saliency coarse masks -> GrabCut refinement -> segmentation training) is
 demonstrated and tested on this set, so it follows the paper's assumption that objects are salient
-by colour contrast, while keeping that assumption imperfect: textured, cluttered backgrounds,
+by colour contrast (each class has a hue family, as real classes have typical looks), while keeping
+that assumption imperfect: textured, cluttered backgrounds,
 low-contrast distractor blobs and some low-contrast objects leave the saliency stage errors that
 GrabCut and training must fix. Each image is seeded from ``(seed, class, index)``, so a given image
 is byte-identical across runs and does not change when ``n_per_class`` or ``classes`` change.
@@ -130,16 +131,25 @@ def _object_alpha(
     return _polygon_alpha(height, width, _SHAPES[shape](rng, centre, extent))
 
 
+# Each class has its own hue family (OpenCV hue, 0..180), as real classes have typical appearances:
+# shape and colour together make the classes learnable within a CPU demo's few hundred steps.
+_CLASS_HUES: dict[str, tuple[int, int]] = {"disc": (0, 22), "square": (40, 80), "triangle": (100, 130)}
+
+
 def _object_colour(
-    rng: np.random.Generator, surround: np.ndarray, low_contrast: bool
+    rng: np.random.Generator, shape: str, surround: np.ndarray, low_contrast: bool
 ) -> np.ndarray:
-    """A colour far from the surrounding background or, for low-contrast images, close to it."""
+    """A colour of the class's hue family far from the background or, when low-contrast, close to it."""
     if low_contrast:
         direction = rng.normal(size=3)
         return np.clip(
             surround + direction / np.linalg.norm(direction) * rng.uniform(25, 45), 0, 255
         )
-    candidates = rng.uniform(0, 255, (16, 3))
+    low, high = _CLASS_HUES[shape]
+    hsv = np.stack(
+        [rng.integers(low, high + 1, 16), rng.integers(130, 256, 16), rng.integers(120, 256, 16)], axis=1
+    ).astype(np.uint8)[None]
+    candidates = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0].astype(np.float64)
     return candidates[np.argmax(np.linalg.norm(candidates - surround, axis=1))]
 
 
@@ -171,7 +181,7 @@ def render_demo_image(
         fraction = rng.uniform(0.2, 0.45) if index == 0 else rng.uniform(0.18, 0.28)
         alpha = _object_alpha(rng, shape, height, width, fraction * min(height, width))[:, :, None]
         surround = (image * alpha).sum((0, 1)) / max(float(alpha.sum()), 1e-6)
-        colour = _object_colour(rng, surround, low_contrast).astype(np.float32)
+        colour = _object_colour(rng, shape, surround, low_contrast).astype(np.float32)
         yy, xx = _coords(height, width)
         shade_angle = rng.uniform(0, 2 * np.pi)
         shading = (xx * np.cos(shade_angle) + yy * np.sin(shade_angle)) * rng.uniform(-60, 60)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from c2f.data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_label_png, write_mask_png, write_rgb, write_rgba
 
-from .engine import Engine
+from .engine import Engine, Prediction
 from .render import cutout, overlay
 
 FORMATS = ("label", "mask", "cutout", "overlay")
@@ -76,51 +77,79 @@ def segment_folder(
     crf: bool = False,
     grabcut: bool = False,
     progress: bool = True,
+    workers: int = 1,
 ) -> FolderReport:
-    """Segment every image under ``input_dir``; images whose outputs all exist are skipped (resume)."""
+    """Segment every image under ``input_dir``; images whose outputs all exist are skipped (resume).
+
+    Images go to the model ``engine.batch_size`` at a time; ``workers`` threads decode and encode
+    images around it (PIL and OpenCV release the GIL while they do).
+    """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown formats {unknown}; valid: {list(FORMATS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = FolderReport()
-    files = find_files(input_dir, include, exclude)
-    with open(out_dir / "results.jsonl", "a", encoding="utf-8") as jsonl:
-        for path in tqdm(files, desc="segment", disable=not progress):
-            rel = path.relative_to(input_dir)
-            targets = output_paths(out_dir, rel, formats)
-            if all(p.exists() for p in targets.values()):
-                report.skipped.append(rel.as_posix())
-                continue
-            began = time.perf_counter()
-            try:
-                if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                    raise ImageReadError(str(path), f"not an image file type ({path.suffix or 'no suffix'})")
-                image = read_image(path)
-            except ImageReadError as error:
-                report.failed.append((rel.as_posix(), str(error)))
-                continue
-            read_s = time.perf_counter() - began
-            prediction = engine.segment([image], crf=crf, grabcut=grabcut)[0]
-            label = prediction.label_map
-            foreground = (label > 0) & (label < 255)
-            writers = {
-                "label": lambda p: write_label_png(p, label),
-                "mask": lambda p: write_mask_png(p, foreground),
-                "cutout": lambda p: write_rgba(p, cutout(image, foreground)),
-                "overlay": lambda p: write_rgb(p, overlay(image, label)),
-            }
-            for fmt, target in targets.items():
-                writers[fmt](target)
-            record = {
-                "path": rel.as_posix(),
-                "size": [int(image.shape[1]), int(image.shape[0])],
-                "classes": sorted({engine.info.class_names[i] for i in np.unique(label) if 0 < i < engine.info.num_classes}),
-                "shares": prediction.class_shares(engine.info.class_names),
-                "timings": {"read_s": round(read_s, 4), **{k: round(v, 4) for k, v in prediction.timings.items()}},
-            }
-            jsonl.write(json.dumps(record) + "\n")
+    pending = []
+    for path in find_files(input_dir, include, exclude):
+        rel = path.relative_to(input_dir)
+        if all(p.exists() for p in output_paths(out_dir, rel, formats).values()):
+            report.skipped.append(rel.as_posix())
+        else:
+            pending.append(path)
+    with open(out_dir / "results.jsonl", "a", encoding="utf-8") as jsonl, ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=len(pending), desc="segment", disable=not progress) as bar:
+        for start in range(0, len(pending), engine.batch_size):
+            chunk = pending[start : start + engine.batch_size]
+            loaded = []
+            for path, outcome in zip(chunk, pool.map(_load, chunk)):
+                rel = path.relative_to(input_dir).as_posix()
+                if isinstance(outcome, ImageReadError):
+                    report.failed.append((rel, str(outcome)))
+                else:
+                    loaded.append((rel, *outcome))
+            predictions = engine.segment([image for _, image, _ in loaded], crf=crf, grabcut=grabcut)
+            jobs = [(out_dir, rel, image, read_s, prediction, formats, engine.info.class_names)
+                    for (rel, image, read_s), prediction in zip(loaded, predictions)]
+            for record in pool.map(lambda job: _write(*job), jobs):
+                jsonl.write(json.dumps(record) + "\n")
+                report.done.append(record["path"])
             jsonl.flush()
-            report.done.append(rel.as_posix())
+            bar.update(len(chunk))
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
+
+
+def _load(path: Path) -> tuple[np.ndarray, float] | ImageReadError:
+    """Decode one file, or return (not raise) why it cannot be used, so one bad file skips alone."""
+    began = time.perf_counter()
+    try:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ImageReadError(str(path), f"not an image file type ({path.suffix or 'no suffix'})")
+        return read_image(path), time.perf_counter() - began
+    except ImageReadError as error:
+        return error
+
+
+def _write(
+    out_dir: Path, rel: str, image: np.ndarray, read_s: float, prediction: Prediction,
+    formats: Sequence[str], class_names: Sequence[str],
+) -> dict:
+    """Write one image's outputs and return its JSON-lines record."""
+    label = prediction.label_map
+    foreground = (label > 0) & (label < 255)
+    writers = {
+        "label": lambda p: write_label_png(p, label),
+        "mask": lambda p: write_mask_png(p, foreground),
+        "cutout": lambda p: write_rgba(p, cutout(image, foreground)),
+        "overlay": lambda p: write_rgb(p, overlay(image, label)),
+    }
+    for fmt, target in output_paths(out_dir, Path(rel), formats).items():
+        writers[fmt](target)
+    return {
+        "path": rel,
+        "size": [int(image.shape[1]), int(image.shape[0])],
+        "classes": sorted({class_names[i] for i in np.unique(label) if 0 < i < len(class_names)}),
+        "shares": prediction.class_shares(class_names),
+        "timings": {"read_s": round(read_s, 4), **{k: round(v, 4) for k, v in prediction.timings.items()}},
+    }

@@ -44,7 +44,7 @@ from c2f.masks.crf import crf_refine_mask
 from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
 from c2f.masks.grabcut import grabcut_refine
 from c2f.masks.labels import compose_label_map
-from c2f.metrics import ConfusionMatrix, foreground_jaccard
+from c2f.metrics import Scorer
 
 logger = logging.getLogger(__name__)
 
@@ -389,8 +389,7 @@ def mask_quality(
         raise ValueError(f"stage must be 'coarse', 'refined' or 'labels', got {stage!r}")
     out_dir = result_or_dir.out_dir if isinstance(result_or_dir, MaskStageResult) \
         else Path(result_or_dir)
-    cm = ConfusionMatrix(dataset.num_classes)
-    jaccards: list[float] = []
+    scorer = Scorer(dataset.num_classes)
     missing = 0
     for sample in dataset.samples:
         if sample.mask is None:
@@ -404,22 +403,12 @@ def mask_quality(
         if stage != "labels":  # 0/255 masks: 255 is foreground there, not ignore
             pred = np.where(pred != 0, 1, 0).astype(np.uint8)
         fg = (pred != 0) & (pred != IGNORE)
-        valid = (gt != IGNORE) & (pred != IGNORE)
-        jaccards.append(foreground_jaccard(gt != 0, fg, valid))
         if dataset.task == "foreground":
-            cm.update(gt, np.where(pred == IGNORE, IGNORE, fg).astype(np.uint8))
+            scorer.update(gt, np.where(pred == IGNORE, IGNORE, fg).astype(np.uint8))
         elif stage == "labels":
-            cm.update(gt, pred)
+            scorer.update(gt, pred)
         elif len(sample.labels) == 1:
-            cm.update(gt, compose_label_map(fg, sample.labels))
-    ious = cm.iou_per_class()
-    return {
-        "stage": stage,
-        "images": len(jaccards),
-        "missing": missing,
-        "miou": cm.mean_iou(),
-        "iou_per_class": {name: None if np.isnan(v) else float(v)
-                          for name, v in zip(dataset.class_names, ious, strict=False)},
-        "pixel_accuracy": cm.pixel_accuracy(),
-        "fg_jaccard": float(np.mean(jaccards)) if jaccards else float("nan"),
-    }
+            scorer.update(gt, compose_label_map(fg, sample.labels))
+        else:  # a class-agnostic mask of a multi-label image: its classes are unknown
+            scorer.update(gt, fg.astype(np.uint8), confusion=False)
+    return {"stage": stage, "missing": missing, **scorer.summary(dataset.class_names)}

@@ -127,6 +127,21 @@ class _BatchedBackend:
         return logits
 
 
+# BentoML 1.4.40's own client (proxy2.SessionManager) replaces its aiohttp session every 100
+# requests or 300 s and closes the old one with calls still in flight, which then fail with
+# "Server disconnected" (about 1 in 10 requests at 16 concurrent). The key is still pending, so
+# such a call is simply made again.
+_SELF_CALL_ATTEMPTS = 3
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    try:
+        import aiohttp
+    except ImportError:  # pragma: no cover - BentoML depends on aiohttp
+        return False
+    return isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionError))
+
+
 def _error(exc: RequestError, ctx: bentoml.Context) -> JSONResponse:
     ctx.response.status_code = exc.status  # BentoML applies the context's status to the response
     return JSONResponse(exc.to_dict(), status_code=exc.status)
@@ -183,7 +198,7 @@ class Segmenter:
 
         Not for clients: keys name arrays held in this worker's memory; unknown keys are skipped.
         """
-        known = [key for key in keys if key in self._pending]
+        known = [key for key in keys if key in self._pending and key not in self._results]
         if known:
             parts = [self._pending[key] for key in known]
             logits = await anyio.to_thread.run_sync(
@@ -204,13 +219,20 @@ class Segmenter:
         key = uuid.uuid4().hex
         self._pending[key] = pixels
         try:
-            try:
-                await self.infer([key])  # through the service's own client, so the dispatcher batches it
-            except Exception as exc:  # noqa: BLE001 - shed by the dispatcher (over budget) or failed
-                log.warning("batched model call failed: %s", exc)
-                raise RequestError(
-                    503, "the server is overloaded or the model call failed; retry later", "unavailable"
-                ) from exc
+            for attempt in range(1, _SELF_CALL_ATTEMPTS + 1):
+                try:
+                    # Through the service's own client, so that BentoML's dispatcher batches it.
+                    await self.infer([key])
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    if key in self._results:  # computed; only the answer to the call was lost
+                        break
+                    if attempt < _SELF_CALL_ATTEMPTS and _is_disconnect(exc):
+                        continue
+                    log.warning("batched model call failed: %s", exc)
+                    raise RequestError(
+                        503, "the server is overloaded or the model call failed; retry later", "unavailable"
+                    ) from exc
             return self._results[key]
         finally:
             self._pending.pop(key, None)

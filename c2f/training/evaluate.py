@@ -14,36 +14,9 @@ from c2f.data.datasets import LabelledDataset, ground_truth
 from c2f.data.io import read_image, read_mask, write_rgb
 from c2f.inference import Engine
 from c2f.inference.render import overlay
-from c2f.metrics import ConfusionMatrix, foreground_jaccard
+from c2f.metrics import Scorer
 
 log = logging.getLogger(__name__)
-
-IGNORE = 255
-
-
-class Scorer:
-    """Dataset-level confusion matrix plus the per-image foreground Jaccard (Object Discovery protocol)."""
-
-    def __init__(self, num_classes: int) -> None:
-        self.matrix = ConfusionMatrix(num_classes)
-        self.jaccards: list[float] = []
-
-    def update(self, gt: np.ndarray, pred: np.ndarray) -> None:
-        self.matrix.update(gt, pred)
-        valid = (gt != IGNORE) & (pred != IGNORE)
-        self.jaccards.append(foreground_jaccard(gt != 0, (pred != 0) & (pred != IGNORE), valid))
-
-    def summary(self, class_names: list[str]) -> dict:
-        ious = self.matrix.iou_per_class()
-        return {
-            "miou": self.matrix.mean_iou(),
-            "iou_per_class": {n: None if np.isnan(v) else float(v) for n, v in zip(class_names, ious)},
-            "pixel_accuracy": self.matrix.pixel_accuracy(),
-            "fg_jaccard": float(np.mean(self.jaccards)) if self.jaccards else float("nan"),
-            "images": len(self.jaccards),
-            "confusion": self.matrix.matrix.tolist(),
-        }
-
 
 def evaluate_engine(
     engine: Engine,
