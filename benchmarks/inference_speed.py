@@ -1,6 +1,6 @@
 """Inference speed of c2f's DeepLab and FPN on EfficientNet-Lite0, against this machine's own ceiling.
 
-What one run measures, all on the CPU and in one process (so every number shares the same machine state):
+What one run measures, on the CPU and in one process (memory excepted: each of those gets a fresh one):
 
 * the practical fp32 peak: a large square matmul in torch (MKL), numpy (OpenBLAS) and ONNX Runtime
   (MLAS), GFLOP/s; the best of the three is the ceiling the models are compared with;
@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
@@ -56,6 +56,7 @@ class Settings:
     warmup: int
     repeats: int
     budget_s: float
+    min_s: float
     refine_shapes: tuple[tuple[int, int], ...]  # (height, width) of the CRF/GrabCut test images
     compile: bool
     threads: int | None
@@ -63,11 +64,15 @@ class Settings:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
         if args.quick:
-            return cls((96,), (1, 2), 1024, 1, 2, 2.0, ((96, 96), (94, 125)), False, args.threads)
+            return cls((96,), (1, 2), 1024, 1, 2, 2.0, 0.0, ((96, 96), (94, 125)), False, args.threads)
         return cls(
-            tuple(args.sizes), tuple(args.batches), 4096, args.warmup, args.repeats, args.budget,
+            tuple(args.sizes), tuple(args.batches), 4096, args.warmup, args.repeats, args.budget, args.min_seconds,
             ((321, 321), (375, 500)), not args.no_compile, args.threads,
         )
+
+    def timed(self, fn: Callable[[], object], warmup: int | None = None) -> dict[str, float]:
+        """:func:`time_call` with this run's repeats, budget and minimum time."""
+        return time_call(fn, self.warmup if warmup is None else warmup, self.repeats, self.budget_s, self.min_s)
 
 
 def log(message: str) -> None:
@@ -75,17 +80,23 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def time_call(fn: Callable[[], object], warmup: int, repeats: int, budget_s: float) -> dict[str, float]:
-    """Median and best wall time of ``fn`` over up to ``repeats`` runs after ``warmup`` untimed ones.
+def time_call(fn: Callable[[], object], warmup: int, repeats: int, budget_s: float,
+              min_s: float = 1.0) -> dict[str, float]:
+    """Median and best wall time of ``fn`` after ``warmup`` untimed runs.
 
-    Repeats stop early once ``budget_s`` seconds have been spent, but never before 3 (or ``repeats``
-    when that is smaller), so a slow backend still gets a median.
+    Timed runs continue until ``repeats`` runs have taken at least ``min_s`` seconds (so a fast model
+    gets enough samples for a stable median on a shared machine), and stop early once ``budget_s``
+    seconds have passed, but never before 3 runs (or ``repeats`` when smaller). At most
+    10 x ``repeats`` runs are made.
     """
     for _ in range(warmup):
         fn()
     samples: list[float] = []
     started = time.perf_counter()
-    while len(samples) < repeats and (len(samples) < min(3, repeats) or time.perf_counter() - started < budget_s):
+    while len(samples) < 10 * repeats:
+        count, elapsed = len(samples), time.perf_counter() - started
+        if (count >= repeats and elapsed >= min_s) or (count >= min(3, repeats) and elapsed >= budget_s):
+            break
         began = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - began)
@@ -146,7 +157,7 @@ def measure_peak(settings: Settings, workdir: Path) -> dict[str, Any]:
     }
     result: dict[str, Any] = {"matmul_n": n}
     for name, fn in candidates.items():
-        timing = time_call(fn, 2, max(settings.repeats // 2, 3), settings.budget_s)
+        timing = time_call(fn, 2, max(settings.repeats // 2, 3), settings.budget_s, settings.min_s)
         result[f"{name}_gflops"] = round(flops / timing["median_s"] / 1e9, 1)
         log(f"peak: {name} {result[f'{name}_gflops']} GFLOP/s")
     result["practical_peak_gflops"] = max(result[f"{name}_gflops"] for name in candidates)
@@ -244,10 +255,12 @@ def bench_model(name: str, settings: Settings, peak_gflops: float, workdir: Path
         for batch in settings.batches:
             pixels = rng.uniform(0, 255, (batch, 3, size, size)).astype(np.float32)
             runs: dict[str, Any] = {}
+            # One backend after the other, never interleaved: ONNX Runtime's and OpenMP's worker threads
+            # spin after each call and would slow the next call of the other runtime in this process.
             for backend_name, backend in list(backends.items()):
                 began = time.perf_counter()
                 try:
-                    timing = time_call(lambda: backend.run(pixels), settings.warmup, settings.repeats, settings.budget_s)
+                    timing = settings.timed(lambda: backend.run(pixels))
                 except Exception as exc:  # torch.compile fails on its first call
                     if backend_name != "torch_compile":
                         raise
@@ -264,6 +277,7 @@ def bench_model(name: str, settings: Settings, peak_gflops: float, workdir: Path
                     "share_of_peak": round(gflops / peak_gflops, 3),
                     "repeats": timing["repeats"],
                     "wall_s_incl_warmup": round(time.perf_counter() - began, 1),
+                    "load_average_1min": round(os.getloadavg()[0], 2),
                 }
                 log(f"{name} {size}px batch {batch} {backend_name}: {runs[backend_name]['images_per_s']} img/s")
             result["runs"][f"{size}px"] = result["runs"].get(f"{size}px", {})
@@ -298,8 +312,8 @@ def bench_refinement(onnx_path: Path, settings: Settings) -> dict[str, Any]:
         probs, _ = next(iter(engine.probabilities([image])))
         # GrabCut starts from a coarse mask: the object grown by a few pixels, as a saliency map would be.
         coarse = cv2.dilate(mask.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        crf = time_call(lambda: dense_crf(image, probs), 1, settings.repeats, settings.budget_s)
-        cut = time_call(lambda: grabcut_refine(image, coarse, iterations=5), 1, settings.repeats, settings.budget_s)
+        crf = settings.timed(lambda: dense_crf(image, probs), warmup=1)
+        cut = settings.timed(lambda: grabcut_refine(image, coarse, iterations=5), warmup=1)
         key = f"{width}x{height}"
         result[f"crf_ms_{key}"] = round(crf["median_s"] * 1000, 1)
         result[f"grabcut_ms_{key}"] = round(cut["median_s"] * 1000, 1)
@@ -320,11 +334,10 @@ def bench_engine_overhead(onnx_path: Path, settings: Settings) -> dict[str, Any]
         engine = Engine(backend, batch_size=batch)
         pixels = to_batch(images, size)
         logits = backend.run(pixels)
-        segment = time_call(lambda: engine.segment(images), settings.warmup, settings.repeats, settings.budget_s)
-        run = time_call(lambda: backend.run(pixels), settings.warmup, settings.repeats, settings.budget_s)
-        prep = time_call(lambda: to_batch(images, size), 1, settings.repeats, settings.budget_s)
-        post = time_call(lambda: [softmax_resized(logit, height, width) for logit in logits], 1,
-                         settings.repeats, settings.budget_s)
+        segment = settings.timed(lambda: engine.segment(images))
+        run = settings.timed(lambda: backend.run(pixels))
+        prep = settings.timed(lambda: to_batch(images, size), warmup=1)
+        post = settings.timed(lambda: [softmax_resized(logit, height, width) for logit in logits], warmup=1)
         result[f"batch{batch}"] = {
             "segment_ms_per_image": round(segment["median_s"] / batch * 1000, 2),
             "backend_run_ms_per_image": round(run["median_s"] / batch * 1000, 2),
@@ -339,16 +352,15 @@ def bench_engine_overhead(onnx_path: Path, settings: Settings) -> dict[str, Any]
 # --- memory ---------------------------------------------------------------------------------------
 
 
-def _serve_and_measure(kind: str, path: str, size: int, batch: int, threads: int | None) -> dict[str, float]:
-    """Run in a fresh process: load one backend, run it a few times, report RSS before and at peak."""
-    if kind == "onnxruntime":
-        from c2f.inference import OnnxBackend
+def _serve_and_measure(path: str, size: int, batch: int, threads: int | None) -> dict[str, float]:
+    """Run in a fresh process: load one model file as c2f does, run it a few times, report peak RSS.
 
-        backend: Any = OnnxBackend(path, "cpu", threads)
-    else:
-        from c2f.inference import TorchBackend
+    ``load_backend`` picks ONNX Runtime for a ``.onnx`` file and torch eager (channels_last) for a
+    checkpoint, so the ONNX child never imports torch.
+    """
+    from c2f.inference import load_backend
 
-        backend = TorchBackend.from_checkpoint(path, "cpu")
+    backend = load_backend(path, "cpu", threads)
     loaded = peak_rss_mib()
     pixels = np.random.default_rng(0).uniform(0, 255, (batch, 3, size, size)).astype(np.float32)
     for _ in range(3):
@@ -363,7 +375,7 @@ def bench_memory(onnx_path: Path, checkpoint: Path, settings: Settings) -> dict[
     for size, batch in sorted(configs):
         for kind, path in (("onnxruntime", onnx_path), ("torch_eager_channels_last", checkpoint)):
             with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-                measured = pool.submit(_serve_and_measure, kind, str(path), size, batch, settings.threads).result()
+                measured = pool.submit(_serve_and_measure, str(path), size, batch, settings.threads).result()
             result[f"{kind}_{size}px_batch{batch}"] = measured
             log(f"memory {kind} {size}px batch {batch}: {measured}")
     return result
@@ -415,7 +427,7 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    report: dict[str, Any] = {"machine": machine_info(settings), "settings": settings.__dict__}
+    report: dict[str, Any] = {"machine": machine_info(settings), "settings": asdict(settings)}
     report["peak"] = measure_peak(settings, workdir)
     peak = report["peak"]["practical_peak_gflops"]
     report["models"] = {}
@@ -433,6 +445,7 @@ def run(settings: Settings, workdir: Path) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; ``--quick`` overrides the size, batch and repeat settings."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="seconds-long smoke run (96 px, no compile)")
@@ -441,7 +454,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="square input sizes; the first is the model's input size and the target's")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (1 must be first)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs before each measurement")
-    parser.add_argument("--repeats", type=int, default=10, help="most timed runs per measurement")
+    parser.add_argument("--repeats", type=int, default=10,
+                        help="timed runs per measurement (more, up to 10x, while under --min-seconds)")
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="keep repeating a fast measurement until it has run this long")
     parser.add_argument("--budget", type=float, default=6.0,
                         help="seconds after which a measurement stops repeating (after at least 3 runs)")
     parser.add_argument("--threads", type=int, help="threads for torch and ONNX Runtime (default: theirs)")
@@ -454,6 +470,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run every measurement and print the JSON report (and write it to ``--out``)."""
     args = parse_args(argv)
     settings = Settings.from_args(args)
     with tempfile.TemporaryDirectory(prefix="c2f-bench-") as tmp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -57,4 +58,5 @@ def command(
     if val_fraction > 0:
         train_set, val_set = split(train_set, val_fraction, seed=cfg.seed)
     result = train_recursive(cfg, train_set, out, val_set, resume=resume, progress=progress)
-    click.echo(f"final checkpoint: {result.final_checkpoint}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
+        click.echo(f"final checkpoint: {result.final_checkpoint}")

@@ -198,7 +198,8 @@ class Segmenter:
 
         Not for clients: keys name arrays held in this worker's memory; unknown keys are skipped.
         """
-        known = [key for key in keys if key in self._pending and key not in self._results]
+        # A retried call can share a batch with its first attempt: compute each key once.
+        known = [key for key in dict.fromkeys(keys) if key in self._pending and key not in self._results]
         if known:
             parts = [self._pending[key] for key in known]
             logits = await anyio.to_thread.run_sync(

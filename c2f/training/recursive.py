@@ -26,7 +26,7 @@ from c2f.inference import Engine, ModelInfo, TorchBackend
 from c2f.masks.labels import postprocess_prediction
 from c2f.masks.stage import key_seed, mask_quality, run_mask_stage
 
-from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, init_distributed, resolve_device
 from .evaluate import evaluate_engine, label_statistics, plot_rounds, score_label_maps, write_overlays
@@ -151,8 +151,8 @@ def _run_round(
     metrics: dict = {"round": round_index, "train_images": len(pairs), "steps": model.steps, "labels": stats}
     if not dist_info.is_main:
         return metrics
-    last = load_checkpoint(out / "last.pt")
-    save_checkpoint(make_checkpoint(model, cfg.task, train_set.class_names, cfg.resize, **_round_state(last)), round_dir / "checkpoint.pt")
+    # The round's checkpoint is its last epoch's full state (weights, optimizer, config, position).
+    save_checkpoint(load_checkpoint(out / "last.pt"), round_dir / "checkpoint.pt")
     engine = _engine(model, cfg, train_set.class_names, device)
     if train_set.has_ground_truth:
         metrics["train_labels_quality"] = score_label_maps(train_set, labels)
@@ -161,11 +161,6 @@ def _run_round(
         write_overlays(engine, val_set, round_dir / "overlays")
     (round_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
-
-
-def _round_state(last: dict) -> dict:
-    keep = ("round", "epoch", "steps", "train_config", "loss")
-    return {k: last[k] for k in keep if k in last}
 
 
 def _engine(model, cfg: TrainConfig, class_names: list[str], device: str) -> Engine:

@@ -82,7 +82,7 @@ def train_round(
     wrapped = DistributedDataParallel(model) if dist_info.world > 1 else model
     per_rank_batch = max(cfg.batch_size // dist_info.world, 1)
     total_steps = steps_per_epoch(len(dataset), cfg, dist_info.world) * cfg.epochs
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    base_lrs = [cfg.lr, cfg.lr * cfg.head_lr_mult]  # not from the optimizer: a resumed one holds decayed rates
     step = start_epoch * steps_per_epoch(len(dataset), cfg, dist_info.world)
     for epoch in range(start_epoch, cfg.epochs):
         dataset.set_epoch(epoch)
