@@ -8,7 +8,7 @@ import pytest
 from c2f.data.synthetic import DEMO_CLASSES, render_demo_image
 from c2f.masks.saliency import binarize, saliency_map
 
-FIXTURES = [(c, i) for c in range(3) for i in range(4)]
+FIXTURES = [(c, i) for c in range(3) for i in range(8)]
 
 
 def _fixture(c: int, i: int) -> tuple[np.ndarray, np.ndarray]:

@@ -58,8 +58,9 @@ def train_recursive(
     out = Path(out_dir)
     dist_info = init_distributed(resolve_device(cfg.device, DistInfo()))
     device = resolve_device(cfg.device, dist_info)
-    if out.exists() and any(out.iterdir()) and not resume and (out / "config.yaml").exists():
+    if (out / "config.yaml").exists() and not resume:
         raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) or choose another folder")
+    barrier(dist_info)  # every rank has looked before rank 0 writes the config
     if cfg.task == "foreground":
         train_set = train_set.to_foreground()
         val_set = val_set.to_foreground() if val_set is not None else None
