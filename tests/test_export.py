@@ -64,3 +64,18 @@ def test_not_a_c2f_model_is_refused(tmp_path, semantic_onnx) -> None:
     onnx.save(proto, str(tmp_path / "plain.onnx"))
     with pytest.raises(ValueError, match="not a c2f export"):
         OnnxBackend(tmp_path / "plain.onnx", "cpu")
+
+
+def test_fp16_variant_and_cli(tmp_path, semantic_checkpoint) -> None:
+    from click.testing import CliRunner
+
+    from c2f.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["export", str(semantic_checkpoint), "-o", str(tmp_path / "m.onnx"), "--fp16"])
+    assert result.exit_code == 0, result.output
+    assert "parity vs torch" in result.output and "parity vs fp32 export" in result.output
+    half = onnx.load(str(tmp_path / "m-fp16.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
+    backend = OnnxBackend(tmp_path / "m-fp16.onnx", "cpu")
+    assert backend.info.class_names == ["background", "disc", "square", "triangle"]
+    assert len(json.loads({p.key: p.value for p in half.metadata_props}["c2f"])["palette"]) == 4

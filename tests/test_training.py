@@ -117,3 +117,42 @@ def test_config_file_and_overrides(tmp_path) -> None:
         TrainConfig.from_file(tmp_path / "bad.yaml")
     with pytest.raises(ValueError, match="crop"):
         TrainConfig(resize=100, crop=200)
+
+
+def test_evaluate_command_on_a_run_and_a_model(tmp_path, demo_data, unbroken_run) -> None:
+    from click.testing import CliRunner
+
+    from c2f.cli.main import cli
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["evaluate", "--run", str(unbroken_run), "--data", str(demo_data),
+                                      "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output and "fg Jaccard" in result.output
+    rounds = json.loads((out / "rounds.json").read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for name in ("round_1", "round_2"):
+        metrics = json.loads((out / f"{name}.json").read_text())
+        assert metrics["images"] == 18 and 0 <= metrics["miou"] <= 1
+        assert (out / f"{name}_confusion.png").stat().st_size > 0
+    assert (out / "rounds.png").stat().st_size > 0
+
+    single = tmp_path / "single"
+    result = CliRunner().invoke(cli, ["evaluate", "--model", str(unbroken_run / "round_2" / "checkpoint.pt"),
+                                      "--data", str(demo_data), "--out", str(single), "--compare-crf", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    plain = json.loads((single / "checkpoint.json").read_text())
+    with_crf = json.loads((single / "checkpoint_crf.json").read_text())
+    assert plain["crf"] is False and with_crf["crf"] is True
+    assert plain["miou"] == pytest.approx(rounds[1]["val"]["miou"])
+
+
+def test_foreground_task_trains_fpn(tmp_path, demo_data) -> None:
+    out = tmp_path / "fg"
+    output = _finish(_train(demo_data, out, "--task", "foreground", "--val-fraction", "0.25"))
+    assert "round 2:" in output
+    checkpoint = load_checkpoint(out / "round_2" / "checkpoint.pt")
+    assert checkpoint["task"] == "foreground" and checkpoint["config"]["arch"] == "fpn"
+    assert checkpoint["class_names"] == ["background", "foreground"]
+    labels = json.loads((out / "round_1" / "label_stats.json").read_text())["pixels_per_class"]
+    assert set(labels) <= {"background", "foreground"}

@@ -102,11 +102,16 @@ def train_recursive(
         if round_index < cfg.rounds:
             next_dir = out / f"round_{round_index + 1}" / "labels"
             if dist_info.is_main:
-                labels = _relabel(cfg, train_set, round_dir, next_dir, progress)
-                metrics["next_labels"] = label_statistics(train_set, labels)
+                relabelled = _relabel(cfg, train_set, round_dir, next_dir, progress)
+                metrics["next_labels"] = label_statistics(train_set, relabelled)
                 metrics_path.write_text(json.dumps(metrics, indent=2))
             barrier(dist_info)
-            labels = _existing_labels(train_set, next_dir)
+            relabelled = _existing_labels(train_set, next_dir)
+            if relabelled:
+                labels = relabelled
+            else:  # every prediction fell outside [min_fg, max_fg]: keep training on what we had
+                log.warning("round %d dropped every image; round %d reuses round %d's labels",
+                            round_index, round_index + 1, round_index)
         if dist_info.is_main:
             print(_summary_line(metrics), flush=True)
     result.final_checkpoint = out / f"round_{cfg.rounds}" / "checkpoint.pt"
@@ -201,6 +206,7 @@ def _relabel(
         path = labels_dir / f"{sample.key}.png"
         write_label_png(path, cleaned.label_map)
         new_labels[sample.key] = path
+    labels_dir.parent.mkdir(parents=True, exist_ok=True)
     (labels_dir.parent / "dropped.json").write_text(json.dumps(drops, indent=2))
     return new_labels
 
