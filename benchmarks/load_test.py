@@ -21,10 +21,6 @@ import io
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,9 +29,10 @@ import httpx
 import numpy as np
 import psutil
 
+from c2f.serving.local import LocalServer
+
 MAX_REQUESTS = 5000
 MAX_CONCURRENCY = 64
-REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic_jpeg(height: int = 375, width: int = 500, seed: int = 0) -> bytes:
@@ -67,51 +64,6 @@ def export_model(folder: Path, input_size: int, num_classes: int) -> Path:
     checkpoint = save_checkpoint(make_checkpoint(model, "semantic", classes, input_size), folder / "bench.pt")
     export_onnx(checkpoint, folder / "bench.onnx")
     return folder / "bench.onnx"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    def __init__(self, model: Path, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_path, "wb")
-        full_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "C2F_MODEL": str(model), **env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "c2f.serving.service:Segmenter",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO, env=full_env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"server not ready after {timeout} s; see {self.log.name}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=10)
-        self.log.close()
 
 
 def rss_mb(pid: int | None) -> dict[str, float] | None:
@@ -202,7 +154,7 @@ def run_mode(args, model: Path | None, batching: bool | None, image: bytes, dead
             env["C2F_BATCH_LATENCY_MS"] = str(args.batch_latency_ms)
         if args.threads:
             env["C2F_THREADS"] = str(args.threads)
-        server = Server(model, env, workdir / f"server-batching-{'on' if batching else 'off'}.log")
+        server = LocalServer(workdir / f"server-batching-{'on' if batching else 'off'}.log", {"C2F_MODEL": str(model), **env})
         server.wait_ready()
         url, pid = server.url, server.proc.pid
     try:

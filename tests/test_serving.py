@@ -11,8 +11,6 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from c2f.serving.local import LocalServer
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("bentoml")
@@ -76,63 +76,8 @@ def _encode(image: np.ndarray, fmt: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("C2F_")}
-    env.update({"BENTOML_DO_NOT_TRACK": "True", "PYTHONUNBUFFERED": "1", **extra})
-    return env
-
-
-class Server:
-    """``python -m bentoml serve c2f.serving.service:Segmenter`` in its own process group."""
-
-    def __init__(self, log_path: Path, **env: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "c2f.serving.service:Segmenter",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO, env=_env(**env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.log_when_ready = ""
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = STARTUP_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    self.log_when_ready = self.log()
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                self.proc.wait(timeout=10)
-        self._log.close()
+def Server(log_path: Path, **env: str) -> LocalServer:
+    return LocalServer(log_path, env)
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -480,7 +425,7 @@ def test_bentoml_build_bundles_the_model(model_path, tmp_path):
     (context / "tests").mkdir()
     (context / "tests" / "test_x.py").write_text("")
     home = tmp_path / "bentoml_home"
-    env = _env(BENTOML_HOME=str(home))
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "True", "BENTOML_HOME": str(home)}
     result = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", ".", "--output", "tag"],
         cwd=context, env=env, capture_output=True, text=True, timeout=300,

@@ -88,7 +88,6 @@ def train_recursive(
         result.mask_stage = stage.summary
     barrier(dist_info)
     labels = _existing_labels(train_set, out / "masks" / "labels")
-    class_names = train_set.class_names
     for round_index in range(1, cfg.rounds + 1):
         round_dir = out / f"round_{round_index}"
         metrics_path = round_dir / "metrics.json"
