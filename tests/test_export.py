@@ -79,3 +79,28 @@ def test_fp16_variant_and_cli(tmp_path, semantic_checkpoint) -> None:
     backend = OnnxBackend(tmp_path / "m-fp16.onnx", "cpu")
     assert backend.info.class_names == ["background", "disc", "square", "triangle"]
     assert len(json.loads({p.key: p.value for p in half.metadata_props}["c2f"])["palette"]) == 4
+
+
+def test_keep_aspect_preprocessing(semantic_onnx, demo_data) -> None:
+    """Letterboxed inputs: right output sizes, batch-independent, and equal to the square path for square images."""
+    from c2f.inference.engine import fit_size
+
+    rng = np.random.default_rng(3)
+    wide = read_image(sorted((demo_data / "images").rglob("*.jpg"))[0])
+    wide = np.ascontiguousarray(np.hstack([wide, wide[:, ::-1]]))  # about 1:2, far from square
+    square = rng.integers(0, 256, (80, 80, 3), dtype=np.uint8)
+    aspect = Engine.open(semantic_onnx, batch_size=1, keep_aspect=True)
+    batched = Engine.open(semantic_onnx, batch_size=2, keep_aspect=True)
+    plain = Engine.open(semantic_onnx, batch_size=1)
+    one = aspect.segment([wide, square])
+    two = batched.segment([wide, square])
+    assert one[0].label_map.shape == wide.shape[:2]
+    assert np.mean(one[0].label_map == two[0].label_map) > 0.999
+    assert np.allclose(one[0].probs.sum(axis=0), 1, atol=1e-4)
+    # A square image needs no padding: both preprocessing modes give the same probabilities.
+    assert np.allclose(one[1].probs, plain.segment([square])[0].probs, atol=1e-5)
+    # The padded batch holds the image undistorted in its top-left corner.
+    height, width = fit_size(*wide.shape[:2], 96)
+    batch = to_batch([wide], 96, keep_aspect=True)
+    assert max(height, width) == 96 and abs(height / width - wide.shape[0] / wide.shape[1]) < 0.05
+    assert np.array_equal(batch[0, :, height:, :width], np.repeat(batch[0, :, height - 1 : height, :width], 96 - height, axis=1))

@@ -22,7 +22,7 @@ from .options import layout_option, model_options, progress_option, refine_optio
 @progress_option
 def command(
     model_path: Path | None, run_dir: Path | None, data: Path, layout: str, out: Path | None, compare_crf: bool,
-    crf: bool, grabcut: bool, batch_size: int, device: str, threads: int | None, progress: bool,
+    crf: bool, grabcut: bool, batch_size: int, keep_aspect: bool, device: str, threads: int | None, progress: bool,
 ) -> None:
     """Score a model (or every round of a run) on a dataset with ground truth.
 
@@ -44,7 +44,7 @@ def command(
     out = out or (run_dir / "evaluation" if run_dir else Path(model_path).with_suffix("").parent / "evaluation")
     rounds = []
     for path in models:
-        engine = Engine.open(path, device=device, threads=threads, batch_size=batch_size)
+        engine = Engine.open(path, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
         view = dataset.to_foreground() if engine.info.task == "foreground" else dataset
         settings = [False, True] if compare_crf else [crf]
         for use_crf in settings:

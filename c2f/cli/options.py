@@ -35,6 +35,10 @@ refine_options = _compose(
 )
 model_options = _compose(
     click.option("--batch-size", type=int, default=8, show_default=True, help="Images per model call."),
+    click.option(
+        "--keep-aspect/--square", default=False, show_default=True,
+        help="Fit images into the model's square input without distortion (padding), or resize them to it as in training.",
+    ),
     device_option,
     threads_option,
 )

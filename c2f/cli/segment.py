@@ -26,7 +26,7 @@ from .options import model_options, progress_option, refine_options
 @progress_option
 def command(
     input_dir: Path, out_dir: Path, model: Path, formats: tuple[str, ...], include: tuple[str, ...],
-    exclude: tuple[str, ...], workers: int, crf: bool, grabcut: bool, batch_size: int, device: str, threads: int | None,
+    exclude: tuple[str, ...], workers: int, crf: bool, grabcut: bool, batch_size: int, keep_aspect: bool, device: str, threads: int | None,
     progress: bool,
 ) -> None:
     """Segment every image under INPUT_DIR, mirroring the tree into --out.
@@ -41,7 +41,7 @@ def command(
     from c2f.inference import Engine
     from c2f.inference.folder import segment_folder
 
-    engine = Engine.open(model, device=device, threads=threads, batch_size=batch_size)
+    engine = Engine.open(model, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
     report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress, workers)
     click.echo(json.dumps(report.to_dict() | {"failed": len(report.failed)}))
     for path, reason in report.failed:

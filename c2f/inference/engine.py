@@ -1,7 +1,9 @@
 """The one inference path: preprocess, batch, run a backend, upsample, softmax, optional refinement.
 
 Images are resized to the model's square training size (the paper resizes to 321x321), so any batch
-of images stacks into one tensor; probabilities are resized back to each image's own size.
+of images stacks into one tensor; probabilities are resized back to each image's own size. With
+``keep_aspect`` the image is instead scaled to fit that square without distortion and the rest is
+padded (edge pixels repeated); the padding's logits are cut off before resizing back.
 """
 
 from __future__ import annotations
@@ -32,11 +34,22 @@ class Prediction:
         return {class_names[i]: round(float(c) / total, 6) for i, c in enumerate(counts) if c and i < len(class_names)}
 
 
-def to_batch(images: Sequence[np.ndarray], size: int) -> np.ndarray:
+def fit_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) of an image scaled to fit a ``size`` square without distortion."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def to_batch(images: Sequence[np.ndarray], size: int, keep_aspect: bool = False) -> np.ndarray:
     """Stack RGB uint8 images as float32 NCHW pixels (0..255) at ``size`` x ``size``."""
     batch = np.empty((len(images), 3, size, size), dtype=np.float32)
     for i, image in enumerate(images):
-        resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+        if keep_aspect:
+            height, width = fit_size(image.shape[0], image.shape[1], size)
+            resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+            resized = cv2.copyMakeBorder(resized, 0, size - height, 0, size - width, cv2.BORDER_REPLICATE)
+        else:
+            resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
         # HWC -> CHW as a 2-D (pixels x channels) transpose: cv2's is ~1.3x numpy's strided copy.
         batch[i] = cv2.transpose(resized.reshape(size * size, 3)).reshape(3, size, size)
     return batch
@@ -79,13 +92,17 @@ def label_map_from_probs(
 class Engine:
     """Segment images with any backend; refinement (CRF, GrabCut) is opt-in per call."""
 
-    def __init__(self, backend: Backend, batch_size: int = 8) -> None:
+    def __init__(self, backend: Backend, batch_size: int = 8, keep_aspect: bool = False) -> None:
         self.backend = backend
         self.batch_size = batch_size
+        self.keep_aspect = keep_aspect
 
     @classmethod
-    def open(cls, path: str | Path, device: str = "auto", threads: int | None = None, batch_size: int = 8) -> "Engine":
-        return cls(load_backend(path, device, threads), batch_size)
+    def open(
+        cls, path: str | Path, device: str = "auto", threads: int | None = None, batch_size: int = 8,
+        keep_aspect: bool = False,
+    ) -> "Engine":
+        return cls(load_backend(path, device, threads), batch_size, keep_aspect)
 
     @property
     def info(self) -> ModelInfo:
@@ -97,10 +114,14 @@ class Engine:
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             began = time.perf_counter()
-            logits = self.backend.run(to_batch(chunk, size))
+            logits = self.backend.run(to_batch(chunk, size, self.keep_aspect))
             per_image = (time.perf_counter() - began) / len(chunk)
             for image, logit in zip(chunk, logits):
-                yield softmax_resized(logit, image.shape[0], image.shape[1]), per_image
+                height, width = image.shape[:2]
+                if self.keep_aspect:
+                    fitted_height, fitted_width = fit_size(height, width, size)
+                    logit = logit[:, :fitted_height, :fitted_width]
+                yield softmax_resized(logit, height, width), per_image
 
     def segment(
         self,
