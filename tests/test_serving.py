@@ -27,6 +27,7 @@ pytest.importorskip("bentoml")
 
 from PIL import Image  # noqa: E402
 
+from c2f.inference.render import foreground_mask  # noqa: E402
 from c2f.serving.validation import (  # noqa: E402
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -35,7 +36,6 @@ from c2f.serving.validation import (  # noqa: E402
     RequestError,
     Settings,
     decode_upload,
-    foreground_mask,
     label_png,
     parse_bool,
     parse_choice,

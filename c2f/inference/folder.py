@@ -22,7 +22,7 @@ from tqdm import tqdm
 from c2f.data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_label_png, write_mask_png, write_rgb, write_rgba
 
 from .engine import Engine, Prediction
-from .render import cutout, overlay
+from .render import cutout, foreground_mask, overlay
 
 FORMATS = ("label", "mask", "cutout", "overlay")
 _SUFFIX = {"label": ".png", "mask": "_mask.png", "cutout": "_cutout.png", "overlay": "_overlay.png"}
@@ -122,10 +122,10 @@ def segment_folder(
 
 def _load(path: Path) -> tuple[np.ndarray, float] | ImageReadError:
     """Decode one file, or return (not raise) why it cannot be used, so one bad file skips alone."""
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return ImageReadError(str(path), f"not an image file type ({path.suffix or 'no suffix'})")
     began = time.perf_counter()
     try:
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise ImageReadError(str(path), f"not an image file type ({path.suffix or 'no suffix'})")
         return read_image(path), time.perf_counter() - began
     except ImageReadError as error:
         return error
@@ -137,7 +137,7 @@ def _write(
 ) -> dict:
     """Write one image's outputs and return its JSON-lines record."""
     label = prediction.label_map
-    foreground = (label > 0) & (label < 255)
+    foreground = foreground_mask(label)
     writers = {
         "label": lambda p: write_label_png(p, label),
         "mask": lambda p: write_mask_png(p, foreground),

@@ -19,6 +19,11 @@ def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.55) -> np
     return np.where(mask, (1 - alpha) * image + alpha * colours, image).astype(np.uint8)
 
 
+def foreground_mask(label_map: np.ndarray) -> np.ndarray:
+    """Foreground of a label map: any class but background (0) and ignore (255)."""
+    return (label_map > 0) & (label_map != 255)
+
+
 def cutout(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     """RGBA image whose alpha is the foreground mask."""
     return np.dstack([image, foreground.astype(np.uint8) * 255])

@@ -33,7 +33,7 @@ from starlette.routing import Route
 
 from c2f import __version__
 from c2f.inference import Engine, ModelInfo
-from c2f.inference.render import cutout, overlay
+from c2f.inference.render import cutout, foreground_mask, overlay
 
 from .validation import (
     FOREGROUND_FORMATS,
@@ -45,7 +45,6 @@ from .validation import (
     Settings,
     decode_upload,
     first_given,
-    foreground_mask,
     label_png,
     parse_bool,
     parse_choice,

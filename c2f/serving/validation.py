@@ -241,11 +241,6 @@ def label_png(label_map: np.ndarray) -> bytes:
     return png_bytes(label_map, voc_palette())
 
 
-def foreground_mask(label_map: np.ndarray) -> np.ndarray:
-    """Foreground of a label map: any class but background (0) and ignore (255)."""
-    return (label_map > 0) & (label_map != 255)
-
-
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     """COCO-style uncompressed RLE of a binary HxW mask.
 

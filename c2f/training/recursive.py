@@ -96,14 +96,13 @@ def train_recursive(
             labels = _existing_labels(train_set, out / f"round_{round_index + 1}" / "labels") or labels
             log.info("round %d already complete, skipped", round_index)
             continue
-        metrics = _run_round(cfg, train_set, val_set, labels, round_index, out, device, dist_info, progress)
+        metrics, engine = _run_round(cfg, train_set, val_set, labels, round_index, out, device, dist_info, progress)
         result.rounds.append(metrics)
         if round_index < cfg.rounds:
             next_dir = out / f"round_{round_index + 1}" / "labels"
-            if dist_info.is_main:
-                relabelled = _relabel(cfg, train_set, round_dir, next_dir, progress)
+            if engine is not None:
+                relabelled = _relabel(cfg, train_set, engine, next_dir, progress)
                 metrics["next_labels"] = label_statistics(train_set, relabelled)
-                metrics_path.write_text(json.dumps(metrics, indent=2))
             barrier(dist_info)
             relabelled = _existing_labels(train_set, next_dir)
             if relabelled:
@@ -112,6 +111,8 @@ def train_recursive(
                 log.warning("round %d dropped every image; round %d reuses round %d's labels",
                             round_index, round_index + 1, round_index)
         if dist_info.is_main:
+            # Written last: --resume skips a round only once its relabelling has finished too.
+            metrics_path.write_text(json.dumps(metrics, indent=2))
             print(_summary_line(metrics), flush=True)
     result.final_checkpoint = out / f"round_{cfg.rounds}" / "checkpoint.pt"
     if dist_info.is_main:
@@ -131,7 +132,8 @@ def _run_round(
     device: str,
     dist_info: DistInfo,
     progress: bool,
-) -> dict:
+) -> tuple[dict, Engine | None]:
+    """Train and score one round; the engine over its model is returned on the main rank only."""
     round_dir = out / f"round_{round_index}"
     pairs = [Pair(s.key, s.image, labels[s.key]) for s in train_set.samples if s.key in labels]
     if not pairs:
@@ -155,7 +157,7 @@ def _run_round(
     )
     metrics: dict = {"round": round_index, "train_images": len(pairs), "steps": model.steps, "labels": stats}
     if not dist_info.is_main:
-        return metrics
+        return metrics, None
     # The round's checkpoint is its last epoch's full state (weights, optimizer, config, position).
     save_checkpoint(load_checkpoint(out / "last.pt"), round_dir / "checkpoint.pt")
     engine = _engine(model, cfg, train_set.class_names, device)
@@ -164,8 +166,7 @@ def _run_round(
     if val_set is not None and val_set.has_ground_truth:
         metrics["val"] = evaluate_engine(engine, val_set, progress=progress)
         write_overlays(engine, val_set, round_dir / "overlays")
-    (round_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return metrics
+    return metrics, engine
 
 
 def _engine(model, cfg: TrainConfig, class_names: list[str], device: str) -> Engine:
@@ -174,13 +175,9 @@ def _engine(model, cfg: TrainConfig, class_names: list[str], device: str) -> Eng
 
 
 def _relabel(
-    cfg: TrainConfig, train_set: LabelledDataset, round_dir: Path, labels_dir: Path, progress: bool
+    cfg: TrainConfig, train_set: LabelledDataset, engine: Engine, labels_dir: Path, progress: bool
 ) -> dict[str, Path]:
     """Predict every training image with this round's model and clean it into next round's labels."""
-    from c2f.inference import load_backend
-
-    backend = load_backend(round_dir / "checkpoint.pt", cfg.device)
-    engine = Engine(backend, batch_size=max(cfg.batch_size, 1))
     # Start clean: a killed earlier attempt may have left labels of images dropped this time.
     shutil.rmtree(labels_dir, ignore_errors=True)
     drops: dict[str, str] = {}
