@@ -43,10 +43,11 @@ class TrainConfig:
     # Mask stage (coarse masks -> GrabCut -> label maps).
     generator: str = "saliency"
     generator_options: dict[str, Any] = field(default_factory=dict)
+    mask_grabcut: bool = True  # False trains on the coarse masks as they are (or on ground truth via "folder")
     grabcut_iterations: int = 5
     mask_crf: bool = False
     ignore_band: int = 0
-    mask_workers: int = 1
+    mask_workers: int = 1  # processes for the mask stage, threads for GrabCut when relabelling
     # Between rounds: own classes only, GrabCut, drop images outside [min_fg, max_fg] foreground.
     round_grabcut: bool = True
     min_fg: float = 0.01

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from tqdm import tqdm
 from c2f.data.datasets import LabelledDataset, check_images
 from c2f.data.io import read_image, write_label_png
 from c2f.inference import Engine, ModelInfo, TorchBackend
-from c2f.masks.labels import postprocess_prediction
+from c2f.masks.labels import RoundLabel, postprocess_prediction
 from c2f.masks.stage import key_seed, mask_quality, run_mask_stage
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -77,7 +79,7 @@ def train_recursive(
             train_set,
             out / "masks",
             generator=cfg.generator,
-            grabcut=True,
+            grabcut=cfg.mask_grabcut,
             grabcut_iterations=cfg.grabcut_iterations,
             crf=cfg.mask_crf,
             ignore_band=cfg.ignore_band,
@@ -177,15 +179,17 @@ def _engine(model, cfg: TrainConfig, class_names: list[str], device: str) -> Eng
 def _relabel(
     cfg: TrainConfig, train_set: LabelledDataset, engine: Engine, labels_dir: Path, progress: bool
 ) -> dict[str, Path]:
-    """Predict every training image with this round's model and clean it into next round's labels."""
+    """Predict every training image with this round's model and clean it into next round's labels.
+
+    The model runs in this thread; the post-processing (GrabCut dominates it) runs on
+    ``cfg.mask_workers`` threads, which OpenCV lets run in parallel. GrabCut is seeded per key,
+    so the labels do not depend on the number of threads.
+    """
     # Start clean: a killed earlier attempt may have left labels of images dropped this time.
     shutil.rmtree(labels_dir, ignore_errors=True)
-    drops: dict[str, str] = {}
-    new_labels: dict[str, Path] = {}
-    for sample in tqdm(train_set.samples, desc="relabel", disable=not progress, leave=False):
-        image = read_image(sample.image)
-        probs, _ = next(iter(engine.probabilities([image])))
-        cleaned = postprocess_prediction(
+
+    def clean(sample, image, probs) -> tuple[str, RoundLabel]:
+        return sample.key, postprocess_prediction(
             image,
             probs,
             sample.labels,
@@ -196,15 +200,36 @@ def _relabel(
             ignore_band=cfg.ignore_band,
             seed=key_seed(sample.key),
         )
-        if cleaned.label_map is None:
-            drops[sample.key] = cleaned.dropped or "dropped"
-            continue
-        path = labels_dir / f"{sample.key}.png"
-        write_label_png(path, cleaned.label_map)
-        new_labels[sample.key] = path
+
+    drops: dict[str, str] = {}
+    new_labels: dict[str, Path] = {}
+    workers = max(cfg.mask_workers, 1)
+    with ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=len(train_set.samples), desc="relabel", disable=not progress, leave=False) as bar:
+        pending: deque[Future] = deque()
+        for sample in train_set.samples:
+            image = read_image(sample.image)
+            probs, _ = next(iter(engine.probabilities([image])))
+            pending.append(pool.submit(clean, sample, image, probs))
+            while pending and (pending[0].done() or len(pending) > 2 * workers):
+                _store(*pending.popleft().result(), labels_dir, new_labels, drops)
+                bar.update()
+        while pending:
+            _store(*pending.popleft().result(), labels_dir, new_labels, drops)
+            bar.update()
     labels_dir.parent.mkdir(parents=True, exist_ok=True)
     (labels_dir.parent / "dropped.json").write_text(json.dumps(drops, indent=2))
     return new_labels
+
+
+def _store(key: str, cleaned: RoundLabel, labels_dir: Path, new_labels: dict[str, Path],
+           drops: dict[str, str]) -> None:
+    if cleaned.label_map is None:
+        drops[key] = cleaned.dropped or "dropped"
+        return
+    path = labels_dir / f"{key}.png"
+    write_label_png(path, cleaned.label_map)
+    new_labels[key] = path
 
 
 def _existing_labels(dataset: LabelledDataset, folder: Path) -> dict[str, Path]:
