@@ -69,7 +69,7 @@ class Preset:
 
 
 PRESETS = {
-    "full": Preset(None, None, rounds=3, voc_epochs=6, horse_epochs=10, resize=192, crop=160,
+    "full": Preset(None, None, rounds=3, voc_epochs=6, horse_epochs=10, resize=160, crop=144,
                    batch_size=12, learned_generator_epochs=6),
     "quick": Preset(4, 12, rounds=2, voc_epochs=1, horse_epochs=1, resize=96, crop=80,
                     batch_size=4, learned_generator_epochs=1),

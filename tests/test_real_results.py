@@ -45,16 +45,20 @@ def _in_unit(scores: dict) -> bool:
     return all(0.0 <= scores[k] <= 1.0 for k in ("miou", "fg_jaccard"))
 
 
-def test_quick_mode_produces_every_table(tmp_path: Path) -> None:
-    data = SHARED_DATA if (SHARED_DATA / "voc10-coseg").is_dir() else _layouts_like_shared(tmp_path / "data")
-    out = tmp_path / "work"
+def _quick(data: Path, out: Path) -> dict:
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "real_results.py"), "--quick", "--data", str(data),
          "--out", str(out), "--workers", "2", "--device", "cpu"],
         capture_output=True, text=True, cwd=ROOT, start_new_session=True,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads((out / "results.json").read_text())
+    return json.loads((out / "results.json").read_text())
+
+
+def test_quick_mode_produces_every_table(tmp_path: Path) -> None:
+    data = SHARED_DATA if (SHARED_DATA / "voc10-coseg").is_dir() else _layouts_like_shared(tmp_path / "data")
+    out = tmp_path / "work"
+    results = _quick(data, out)
 
     generators = {row["generator"] for row in results["voc_table1"]}
     assert {"folder", "saliency", "box"} <= generators
@@ -78,12 +82,6 @@ def test_quick_mode_produces_every_table(tmp_path: Path) -> None:
         assert read_image(out / png).shape[0] > 100
 
     # Every step is cached: a second run redoes no work and reports the same figures.
-    again = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "real_results.py"), "--quick", "--data", str(data),
-         "--out", str(out), "--workers", "2", "--device", "cpu"],
-        capture_output=True, text=True, cwd=ROOT, start_new_session=True,
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    rerun = json.loads((out / "results.json").read_text())
+    rerun = _quick(data, out)
     for key in ("voc_table1", "voc_weak", "voc_full", "horse_weak"):
         assert rerun[key] == results[key]
