@@ -34,7 +34,7 @@ def _sample(key: str = "cls/img_01", saliency: Path | None = None) -> Sample:
 def test_registry_and_unknown_names():
     assert {"saliency", "folder", "box"} <= set(GENERATORS)
     assert isinstance(make_generator("box", fraction=0.5), BoxGenerator)
-    with pytest.raises(ValueError, match="box, folder, saliency"):
+    with pytest.raises(ValueError, match="box, cam, folder, saliency, ufs"):
         make_generator("sam")
     with pytest.raises(ValueError, match="bad options"):
         make_generator("box", colour="red")

@@ -4,18 +4,42 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .options import layout_option, progress_option
 
 
+def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs -> options; values are JSON when they parse (numbers, lists, ...), else strings."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--generator-option")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 @click.command("masks")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True)
 @layout_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--generator", default="saliency", show_default=True, help="saliency, folder, box.")
+@click.option(
+    "--generator", default="saliency", show_default=True,
+    help="Coarse masks: saliency, folder, box, ufs (student of a saliency teacher, trained here), "
+         "cam (class activation maps of a classifier fine-tuned on the labels).",
+)
 @click.option("--generator-root", type=click.Path(exists=True, file_okay=False), default=None, help="Mask folder for the folder generator.")
+@click.option(
+    "--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
+    help="Generator option, repeatable; VALUE is parsed as JSON when it can be "
+         "(e.g. epochs=10, teacher_options='{\"method\": \"adaptive\"}', fraction=0.6).",
+)
 @click.option("--grabcut/--no-grabcut", default=True, show_default=True)
 @click.option("--grabcut-iterations", type=int, default=5, show_default=True)
 @click.option("--crf/--no-crf", default=False, show_default=True)
@@ -23,29 +47,44 @@ from .options import layout_option, progress_option
 @click.option("--workers", type=int, default=1, show_default=True, help="Processes.")
 @progress_option
 def command(
-    data: Path, layout: str, out: Path, generator: str, generator_root: str | None, grabcut: bool,
-    grabcut_iterations: int, crf: bool, ignore_band: int, workers: int, progress: bool,
+    data: Path, layout: str, out: Path, generator: str, generator_root: str | None,
+    generator_options: tuple[str, ...], grabcut: bool, grabcut_iterations: int, crf: bool, ignore_band: int,
+    workers: int, progress: bool,
 ) -> None:
     """Make training label maps from image-level labels; rerun to resume after a kill.
+
+    Learned generators (ufs, cam) train once on the whole data set; their weights are cached in
+    OUT/generators, so a rerun reuses them. With ground truth, the mask quality of each stage and
+    of a whole-box baseline is printed and saved in OUT/report.json.
 
     \b
     Example:
       c2f masks --data photos/ --out runs/masks --workers 2
       c2f masks --data voc10-coseg/ --out runs/sal --generator folder   # the dataset's saliency maps
+      c2f masks --data photos/ --out runs/ufs --generator ufs --generator-option epochs=20
     """
     from c2f.data.layouts import load_dataset
     from c2f.masks import mask_quality, run_mask_stage
+    from c2f.masks.quality import box_baseline_quality
 
     dataset = load_dataset(data, layout)
-    options = {"root": generator_root} if generator_root else {}
+    options = _parse_options(generator_options)
+    if generator_root:
+        options["root"] = generator_root
     result = run_mask_stage(
         dataset, out, generator=generator, grabcut=grabcut, grabcut_iterations=grabcut_iterations, crf=crf,
         ignore_band=ignore_band, workers=workers, progress=progress, **options,
     )
-    report = {"summary": result.summary}
+    report: dict[str, Any] = {"summary": result.summary}
     if dataset.has_ground_truth:
-        report["quality"] = {stage: mask_quality(dataset, result, stage) for stage in ("coarse", "refined", "labels")}
-        for stage, scores in report["quality"].items():
-            click.echo(f"{stage:<8} mIoU {scores['miou']:.3f}  fg Jaccard {scores['fg_jaccard']:.3f}")
+        refined_name = "+".join(["GrabCut"] * grabcut + ["CRF"] * crf) or "refined (= coarse)"
+        rows = {"whole box": box_baseline_quality(dataset), f"coarse ({generator})": mask_quality(dataset, result, "coarse"),
+                refined_name: mask_quality(dataset, result, "refined"), "labels": mask_quality(dataset, result, "labels")}
+        report["quality"] = {"box_baseline": rows["whole box"], "coarse": rows[f"coarse ({generator})"],
+                             "refined": rows[refined_name], "labels": rows["labels"], "refined_name": refined_name}
+        width = max(map(len, rows))
+        click.echo(f"{'masks':<{width}}  mIoU   fg Jaccard")
+        for name, scores in rows.items():
+            click.echo(f"{name:<{width}}  {scores['miou']:.3f}  {scores['fg_jaccard']:.3f}")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     click.echo(f"labels in {out / 'labels'}; summary in {out / 'summary.json'}")

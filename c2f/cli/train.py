@@ -26,7 +26,7 @@ from .options import device_option, layout_option, progress_option
 @click.option("--crop", type=int, default=None, help="[default: 256]")
 @click.option("--backbone", default=None, help="efficientnet-lite0 (default), resnet50, resnet101.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Backbone ImageNet weights file (ResNet).")
-@click.option("--generator", default=None, help="Coarse mask generator: saliency (default), folder, box.")
+@click.option("--generator", default=None, help="Coarse mask generator: saliency (default), folder, box, ufs, cam.")
 @click.option("--mask-workers", type=int, default=None, help="Processes for the mask stage [default: 1].")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")

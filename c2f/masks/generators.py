@@ -7,13 +7,19 @@ and the CLI select one with ``make_generator(name, **options)``.
 
 Built in: ``saliency``, ``folder`` and ``box``. Generators that need torch models (``ufs``,
 ``cam``) live in their own modules and register themselves with :func:`register_generator`
-when imported, which keeps torch out of this module's import graph.
+when imported; :func:`make_generator` imports them on first use, which keeps torch out of the
+import graph of runs that only use the weight-free generators.
+
+Learned generators train in :meth:`CoarseGenerator.fit` (called by the mask stage, in the main
+process, before the stage's cache key is computed) and may supply per-class evidence for
+multi-label images through :meth:`CoarseGenerator.class_evidence`.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -22,7 +28,7 @@ from typing import Any, ClassVar, TypeVar
 import cv2
 import numpy as np
 
-from c2f.data.datasets import Sample
+from c2f.data.datasets import LabelledDataset, Sample
 from c2f.data.io import read_mask
 from c2f.masks.saliency import binarize, saliency_map
 
@@ -62,6 +68,22 @@ class CoarseGenerator(ABC):
         """Files besides the image whose change must invalidate this sample's cached masks."""
         return ()
 
+    def fit(self, dataset: LabelledDataset, work_dir: Path, progress: bool = True) -> None:
+        """Learn from the whole `dataset` before any mask is made; a no-op for fixed generators.
+
+        Runs in the main process. Learned generators cache what they train under
+        ``work_dir/<name>/`` so that a resumed run reloads instead of retraining, and afterwards
+        `settings()` must identify the trained state (e.g. the weights' sha256).
+        """
+
+    def class_evidence(self, image: np.ndarray, sample: Sample) -> np.ndarray | None:
+        """Per-label scores (KxHxW, rows in ``sample.labels`` order) for a multi-label image.
+
+        They let the stage split a multi-label foreground between its classes; None (the
+        default: a class-agnostic generator cannot tell) leaves that foreground ignored.
+        """
+        return None
+
 
 GENERATORS: dict[str, type[CoarseGenerator]] = {}
 
@@ -76,14 +98,19 @@ def register_generator(cls: _G) -> _G:
     return cls
 
 
+# Generators whose modules import torch: registered on first use by make_generator.
+_LAZY_MODULES = {"ufs": "c2f.masks.ufs", "cam": "c2f.masks.cam"}
+
+
 def make_generator(name: str, **options: Any) -> CoarseGenerator:
     """Instantiate the generator registered as `name` with its `options`."""
+    if name not in GENERATORS and name in _LAZY_MODULES:
+        importlib.import_module(_LAZY_MODULES[name])
     try:
         cls = GENERATORS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown coarse generator {name!r}; valid: {', '.join(sorted(GENERATORS))}"
-        ) from None
+        valid = ", ".join(sorted({*GENERATORS, *_LAZY_MODULES}))
+        raise ValueError(f"unknown coarse generator {name!r}; valid: {valid}") from None
     try:
         return cls(**options)
     except TypeError as exc:

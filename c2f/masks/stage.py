@@ -15,8 +15,12 @@ Reproducibility: GrabCut is seeded from each image's key, so outputs do not depe
 processing order or the number of workers, and a resumed run is byte-identical to an unbroken one.
 
 Image labels: a single-label image gets its class on the foreground. A multi-label image gets
-255 (ignore) on the foreground - a class-agnostic mask cannot say which object is which, but its
+its foreground split by the generator's class evidence (e.g. CAMs) when it has any, else 255
+(ignore) on the foreground - a class-agnostic mask cannot say which object is which, but its
 background is still valid supervision. An unlabelled image fails (nothing to learn from it).
+
+Learned generators are fitted on the whole dataset first (:meth:`CoarseGenerator.fit`, weights
+cached under ``out_dir/generators/``), so the settings hash names the trained weights too.
 """
 
 from __future__ import annotations
@@ -162,10 +166,13 @@ def _process(config: _Config, sample: Sample) -> dict[str, Any]:
         refined = crf_refine_mask(image, refined)
         times["crf"] = time.perf_counter() - tick
 
-    # Multi-label: compose with any one label (for the band), then hide which one it was.
-    label_map = compose_label_map(refined, sample.labels[:1], config.ignore_band)
-    if len(sample.labels) > 1:
-        label_map[label_map != 0] = IGNORE
+    evidence = config.generator.class_evidence(image, sample) if len(sample.labels) > 1 else None
+    if evidence is not None:
+        label_map = compose_label_map(refined, sample.labels, config.ignore_band, evidence)
+    else:  # multi-label: compose with any one label (for the band), then hide which one it was
+        label_map = compose_label_map(refined, sample.labels[:1], config.ignore_band)
+        if len(sample.labels) > 1:
+            label_map[label_map != 0] = IGNORE
     fraction = float(refined.mean())  # not of the label map: multi-label maps have no class fg
     dropped = None
     if fraction < config.min_fg:
@@ -191,6 +198,7 @@ def _process(config: _Config, sample: Sample) -> dict[str, Any]:
         "outputs": outputs,
         "fg_fraction": fraction,
         "multi_label": len(sample.labels) > 1,
+        "class_evidence": evidence is not None,
         "grabcut_fallback": fallback,
         "seconds": {k: round(v, 6) for k, v in times.items()},
     }
@@ -271,7 +279,8 @@ def _summarise(config: _Config, settings_hash: str, dataset: LabelledDataset,
             "failed": len(failed),
             "dropped": len(dropped),
             "labelled": len(ok) - len(dropped),
-            "multi_label_ignored": sum(bool(r["multi_label"]) for r in ok),
+            "multi_label_ignored": sum(bool(r["multi_label"]) and not r.get("class_evidence")
+                                       for r in ok),
         },
         "failed": failed,
         "dropped": dropped,
@@ -322,6 +331,7 @@ def run_mask_stage(
     out_dir = Path(out_dir)
     for sample in dataset.samples:
         _relative_output("labels", sample.key)  # reject unsafe keys before any work
+    generator.fit(dataset, out_dir / "generators", progress)  # before settings() names it
     config = _Config(out_dir, generator, grabcut, grabcut_iterations, grabcut_max_side, crf,
                      ignore_band, min_fg, max_fg)
     settings_hash = hashlib.sha256(
