@@ -18,7 +18,7 @@ import pytest
 from c2f.data.io import read_image, read_mask, write_mask_png, write_rgb
 from c2f.data.synthetic import DEMO_CLASSES, generate_demo_dataset
 
-from .conftest import SHARED_DATA
+from conftest import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
 
