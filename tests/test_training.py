@@ -159,6 +159,17 @@ def test_distributed_two_processes_take_the_same_steps(tmp_path, demo_data, unbr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
                 "--master-port", str(port), "-m", "c2f.cli.main"]
     _finish(_train(demo_data, out, "--val-fraction", "0.25", launcher=launcher))
+    # The mask stage was sharded over the ranks: a journal each, outputs identical to one process's.
+    journals = sorted(p.name.split(".", 1)[1] for p in (out / "masks").glob("manifest-*.jsonl"))
+    assert journals == ["rank0-of-2.jsonl", "rank1-of-2.jsonl"]
+    for name in journals:
+        (journal,) = (out / "masks").glob(f"manifest-*.{name}")
+        assert journal.read_text().strip(), f"{name} processed no image"
+    for stage in ("coarse", "refined", "labels"):
+        ddp_files = {p.relative_to(out / "masks"): p.read_bytes() for p in (out / "masks" / stage).rglob("*.png")}
+        single_files = {p.relative_to(unbroken_run / "masks"): p.read_bytes()
+                        for p in (unbroken_run / "masks" / stage).rglob("*.png")}
+        assert ddp_files and ddp_files == single_files, stage
     ddp = json.loads((out / "round_1" / "metrics.json").read_text())
     single = json.loads((unbroken_run / "round_1" / "metrics.json").read_text())
     assert ddp["train_images"] == single["train_images"] and ddp["steps"] == single["steps"]
