@@ -164,6 +164,29 @@ def test_two_workers_give_identical_outputs(reference, dataset, tmp_path):
     assert _outputs(tmp_path) == _outputs(reference.out_dir)
 
 
+def test_sharded_runs_merge_into_the_single_process_result(reference, dataset, tmp_path):
+    """Two shards (as two DDP ranks run them) write their own journals into one folder."""
+    (tmp_path / "manifest-0123456789abcdef.rank1-of-2.jsonl").write_text("{}\n")  # other settings
+    first = run_mask_stage(dataset, tmp_path, shard=(0, 2), progress=False)
+    assert not (tmp_path / "manifest-0123456789abcdef.rank1-of-2.jsonl").exists()
+    shard_0 = {s.key for s in dataset.samples[0::2]}
+    assert set(first.label_paths) == set(reference.label_paths) & shard_0
+    assert first.summary["counts"]["done"] + first.summary["counts"]["failed"] == len(shard_0)
+    merged = run_mask_stage(dataset, tmp_path, shard=(1, 2), progress=False)
+    hash_ = reference.summary["settings_hash"]
+    assert sorted(p.name for p in tmp_path.glob("manifest-*.jsonl")) == [
+        f"manifest-{hash_}.rank0-of-2.jsonl", f"manifest-{hash_}.rank1-of-2.jsonl"]  # rank 1 kept rank 0's
+    assert set(merged.label_paths) == set(reference.label_paths) and merged.failed == reference.failed
+    assert merged.summary["counts"]["skipped_cached"] == len(shard_0) - 1  # all of shard 0 but the corrupt image
+    assert _outputs(tmp_path) == _outputs(reference.out_dir)
+    # A single-process rerun reads both shards' journals: nothing is redone.
+    again = run_mask_stage(dataset, tmp_path, progress=False)
+    assert again.summary["counts"]["done"] == 0 and again.summary["counts"]["skipped_cached"] == 9
+    assert set(again.label_paths) == set(reference.label_paths)
+    with pytest.raises(ValueError, match="shard"):
+        run_mask_stage(dataset, tmp_path, shard=(2, 2), progress=False)
+
+
 def test_changed_settings_or_inputs_are_recomputed(data_root, tmp_path):
     root = tmp_path / "data"
     shutil.copytree(data_root, root)

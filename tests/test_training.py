@@ -84,6 +84,67 @@ def test_resume_after_kill_matches_unbroken_run(tmp_path, demo_data, unbroken_ru
     )
 
 
+# `c2f train` that, once it has written three of round 2's labels, signals and blocks inside the
+# relabelling: the test then kills it there, deterministically (relabelling is too quick to catch).
+_STOP_IN_RELABEL = """
+import sys, time
+from pathlib import Path
+import c2f.training.recursive as recursive
+from c2f.cli.main import cli
+
+marker, write = Path(sys.argv.pop(1)), recursive.write_label_png
+def write_then_block(path, label_map):
+    write(path, label_map)
+    if len(list(Path(path).parent.glob("*.png"))) >= 3:
+        marker.touch()
+        time.sleep(3600)
+recursive.write_label_png = write_then_block
+cli(sys.argv[1:], prog_name="c2f")
+"""
+
+
+def _flat(metrics, prefix: str = "") -> dict:
+    """A round's metrics as {"val/miou": 0.5, ...}, without wall-clock fields, for pytest.approx."""
+    if isinstance(metrics, dict):
+        items = [(k, v) for k, v in metrics.items() if "second" not in k and "time" not in k]
+    elif isinstance(metrics, list):
+        items = list(enumerate(metrics))
+    else:
+        return {prefix: metrics}
+    return {key: value for k, v in items for key, value in _flat(v, f"{prefix}/{k}").items()}
+
+
+def test_resume_after_kill_during_relabelling_matches_unbroken_run(tmp_path, demo_data, unbroken_run) -> None:
+    out, marker = tmp_path / "killed", tmp_path / "relabelling"
+    proc = _train(demo_data, out, "--val-fraction", "0.25",
+                  launcher=[sys.executable, "-c", _STOP_IN_RELABEL, str(marker)])
+    deadline = time.monotonic() + 600
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.monotonic() < deadline, "relabelling never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # Killed between rounds: round 1 trained and saved, its relabelling half done and not marked complete.
+    assert (out / "round_1" / "checkpoint.pt").exists() and not (out / "round_1" / "metrics.json").exists()
+    partial = list((out / "round_2" / "labels").rglob("*.png"))
+    reference_labels = list((unbroken_run / "round_2" / "labels").rglob("*.png"))
+    assert 3 <= len(partial) < len(reference_labels)
+    output = _finish(_train(demo_data, out, "--val-fraction", "0.25", "--resume"))
+    assert "round 2:" in output
+    resumed = load_checkpoint(out / "round_2" / "checkpoint.pt")["model"]
+    reference = load_checkpoint(unbroken_run / "round_2" / "checkpoint.pt")["model"]
+    for name, tensor in reference.items():
+        assert torch.allclose(resumed[name].float(), tensor.float(), atol=1e-5), name
+    for round_index in (1, 2):
+        got = _flat(json.loads((out / f"round_{round_index}" / "metrics.json").read_text()))
+        want = _flat(json.loads((unbroken_run / f"round_{round_index}" / "metrics.json").read_text()))
+        assert "/val/miou" in want and ("/next_labels/images" in want) == (round_index == 1)
+        assert got == pytest.approx(want, abs=1e-4), round_index
+    relabelled = {p.name: p.read_bytes() for p in (out / "round_2" / "labels").rglob("*.png")}
+    assert relabelled == {p.name: p.read_bytes() for p in reference_labels}
+
+
 def test_existing_run_is_not_overwritten(demo_data, unbroken_run) -> None:
     proc = _train(demo_data, unbroken_run)
     output, _ = proc.communicate(timeout=300)
@@ -98,6 +159,17 @@ def test_distributed_two_processes_take_the_same_steps(tmp_path, demo_data, unbr
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
                 "--master-port", str(port), "-m", "c2f.cli.main"]
     _finish(_train(demo_data, out, "--val-fraction", "0.25", launcher=launcher))
+    # The mask stage was sharded over the ranks: a journal each, outputs identical to one process's.
+    journals = sorted(p.name.split(".", 1)[1] for p in (out / "masks").glob("manifest-*.jsonl"))
+    assert journals == ["rank0-of-2.jsonl", "rank1-of-2.jsonl"]
+    for name in journals:
+        (journal,) = (out / "masks").glob(f"manifest-*.{name}")
+        assert journal.read_text().strip(), f"{name} processed no image"
+    for stage in ("coarse", "refined", "labels"):
+        ddp_files = {p.relative_to(out / "masks"): p.read_bytes() for p in (out / "masks" / stage).rglob("*.png")}
+        single_files = {p.relative_to(unbroken_run / "masks"): p.read_bytes()
+                        for p in (unbroken_run / "masks" / stage).rglob("*.png")}
+        assert ddp_files and ddp_files == single_files, stage
     ddp = json.loads((out / "round_1" / "metrics.json").read_text())
     single = json.loads((unbroken_run / "round_1" / "metrics.json").read_text())
     assert ddp["train_images"] == single["train_images"] and ddp["steps"] == single["steps"]

@@ -13,7 +13,7 @@ from .options import progress_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("c2f-demo"), show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--images-per-class", type=int, default=40, show_default=True)
-@click.option("--epochs", type=int, default=None, help="Epochs per round (default 6).")
+@click.option("--epochs", type=int, default=None, help="Epochs per round (default 10).")
 @progress_option
 def command(out: Path, seed: int, images_per_class: int, epochs: int | None, progress: bool) -> None:
     """Generate a labelled data set and run coarse masks -> GrabCut -> 2 rounds -> ONNX -> segment.

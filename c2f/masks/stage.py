@@ -10,6 +10,7 @@ Layout of `out_dir`::
     labels/<key>.png    indexed label PNG (0 bg, class ids, 255 ignore) - absent when dropped
     manifest-<hash>.jsonl  the journal; <hash> digests the settings, so new settings never
                            reuse stale masks          summary.json  counts, fallbacks, timings
+    manifest-<hash>.rank<k>-of-<n>.jsonl  shard k's journal when n processes share the work
 
 Reproducibility: GrabCut is seeded from each image's key, so outputs do not depend on the
 processing order or the number of workers, and a resumed run is byte-identical to an unbroken one.
@@ -36,7 +37,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import cv2
 import numpy as np
@@ -226,6 +227,26 @@ def _read_journal(path: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+def _journal_name(settings_hash: str, shard: tuple[int, int]) -> str:
+    rank, world = shard
+    return f"manifest-{settings_hash}.jsonl" if world == 1 else \
+        f"manifest-{settings_hash}.rank{rank}-of-{world}.jsonl"
+
+
+def _read_journals(out_dir: Path, settings_hash: str,
+                   states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One record per key over every journal of these settings (any sharding): the newest file's,
+    unless only an older one matches the key's current inputs."""
+    journals = [p for p in out_dir.glob(f"manifest-{settings_hash}.*jsonl") if p.is_file()]
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(journals, key=lambda p: (p.stat().st_mtime_ns, p.name)):
+        for key, record in _read_journal(path).items():
+            old = records.get(key)
+            if old is None or record.get("input") == states.get(key) or old.get("input") != states.get(key):
+                records[key] = record
+    return records
+
+
 def _terminate_torn_line(path: Path) -> None:
     """End a journal whose last write was cut off with a newline, so new records stay parseable."""
     if path.exists() and path.stat().st_size:
@@ -305,6 +326,8 @@ def run_mask_stage(
     grabcut_max_side: int | None = None,
     min_fg: float = 0.01,
     max_fg: float = 0.80,
+    shard: tuple[int, int] = (0, 1),
+    barrier: Callable[[], None] | None = None,
     **generator_options: Any,
 ) -> MaskStageResult:
     """Produce first-round label maps for every sample of `dataset` under `out_dir`.
@@ -323,6 +346,12 @@ def run_mask_stage(
 
     With ``workers > 1`` the pool uses the ``spawn`` start method, so a calling script needs
     the usual ``if __name__ == "__main__":`` guard.
+
+    ``shard=(k, n)`` (one of n processes, e.g. DDP ranks) processes ``samples[k::n]`` into the
+    same `out_dir` with a journal of its own; ``barrier`` (required when the n calls run
+    concurrently) is called once every process has read the caches and once its share is
+    written. Then every call returns the merged result of all journals and shard 0 writes
+    summary.json. Called one after another without a barrier, the last call sees every shard.
     """
     if isinstance(generator, str):
         generator = make_generator(generator, **generator_options)
@@ -331,27 +360,41 @@ def run_mask_stage(
     out_dir = Path(out_dir)
     for sample in dataset.samples:
         _relative_output("labels", sample.key)  # reject unsafe keys before any work
-    generator.fit(dataset, out_dir / "generators", progress)  # before settings() names it
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+    # Fitted before settings() names the weights. Shard 0 fits (and caches) alone; the others
+    # then load its cached weights instead of training the same model concurrently.
+    if rank == 0:
+        generator.fit(dataset, out_dir / "generators", progress)
+    if barrier is not None:
+        barrier()
+    if rank != 0:
+        generator.fit(dataset, out_dir / "generators", progress=False)
     config = _Config(out_dir, generator, grabcut, grabcut_iterations, grabcut_max_side, crf,
                      ignore_band, min_fg, max_fg)
     settings_hash = hashlib.sha256(
         json.dumps(config.settings(), sort_keys=True).encode()).hexdigest()[:16]
     out_dir.mkdir(parents=True, exist_ok=True)
-    journal = out_dir / f"manifest-{settings_hash}.jsonl"
+    journal = out_dir / _journal_name(settings_hash, shard)
     for stale in out_dir.glob("manifest-*.jsonl"):
-        if stale != journal:
+        if not stale.name.startswith(f"manifest-{settings_hash}."):
             # Its masks are about to be overwritten with other settings: it must not be trusted.
+            # (Journals of these settings, every shard's included, stay: they are valid caches.)
             logger.warning("settings changed: discarding stale journal %s", stale.name)
-            stale.unlink()
+            stale.unlink(missing_ok=True)  # another shard may have removed it first
 
     started = time.perf_counter()
-    records = _read_journal(journal)
     states = {s.key: config.input_state(s) for s in dataset.samples}
-    pending = [s for s in dataset.samples
-               if not _is_cached(records.get(s.key), states[s.key], out_dir)]
-    n_skipped = len(dataset.samples) - len(pending)
+    records = _read_journals(out_dir, settings_hash, states)
+    all_pending = {s.key for s in dataset.samples
+                   if not _is_cached(records.get(s.key), states[s.key], out_dir)}
+    pending = [s for s in dataset.samples[rank::world] if s.key in all_pending]
+    n_skipped = len(dataset.samples) - len(all_pending)
     if n_skipped:
-        logger.info("mask stage: %d of %d images cached in %s", n_skipped, len(dataset), journal)
+        logger.info("mask stage: %d of %d images cached in %s", n_skipped, len(dataset), out_dir)
+    if barrier is not None:
+        barrier()  # every shard has read the caches before any writes: the counts agree
 
     _terminate_torn_line(journal)
     n_done = 0
@@ -369,11 +412,17 @@ def run_mask_stage(
                 n_done += 1
             bar.update()
 
+    if world > 1:
+        if barrier is not None:
+            barrier()  # every shard's journal is complete
+        records = _read_journals(out_dir, settings_hash, states)
+        n_done = sum(records.get(key, {}).get("status") in ("done", "dropped") for key in all_pending)
     summary = _summarise(config, settings_hash, dataset, records, n_done, n_skipped,
                          time.perf_counter() - started)
-    tmp = out_dir / f".summary.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
-    os.replace(tmp, out_dir / "summary.json")
+    if rank == 0:
+        tmp = out_dir / f".summary.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, sort_keys=True))
+        os.replace(tmp, out_dir / "summary.json")
     label_paths = {s.key: out_dir / records[s.key]["outputs"]["labels"] for s in dataset.samples
                    if records.get(s.key, {}).get("status") == "done"}
     failed = [(f["key"], f["reason"]) for f in summary["failed"]]

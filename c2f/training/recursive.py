@@ -73,22 +73,23 @@ def train_recursive(
     if bad and dist_info.is_main:
         (out / "skipped_images.json").write_text(json.dumps([{"path": p, "reason": r} for p, r in bad], indent=2))
     result = RunResult(out)
-    # The mask stage journals each image as it finishes; rank 0 runs it, other ranks wait and reuse it.
-    if dist_info.is_main:
-        stage = run_mask_stage(
-            train_set,
-            out / "masks",
-            generator=cfg.generator,
-            grabcut=cfg.mask_grabcut,
-            grabcut_iterations=cfg.grabcut_iterations,
-            crf=cfg.mask_crf,
-            ignore_band=cfg.ignore_band,
-            workers=cfg.mask_workers,
-            progress=progress,
-            **cfg.generator_options,
-        )
-        result.mask_stage = stage.summary
-    barrier(dist_info)
+    # The mask stage journals each image as it finishes; under DDP each rank takes its share of the
+    # images (a journal per rank) and every rank returns the merged result.
+    stage = run_mask_stage(
+        train_set,
+        out / "masks",
+        generator=cfg.generator,
+        grabcut=cfg.mask_grabcut,
+        grabcut_iterations=cfg.grabcut_iterations,
+        crf=cfg.mask_crf,
+        ignore_band=cfg.ignore_band,
+        workers=cfg.mask_workers,
+        progress=progress and dist_info.is_main,
+        shard=(dist_info.rank, dist_info.world),
+        barrier=lambda: barrier(dist_info),
+        **cfg.generator_options,
+    )
+    result.mask_stage = stage.summary
     labels = _existing_labels(train_set, out / "masks" / "labels")
     for round_index in range(1, cfg.rounds + 1):
         round_dir = out / f"round_{round_index}"
