@@ -221,8 +221,13 @@ def test_evaluate_command_on_a_run_and_a_model(tmp_path, demo_data, unbroken_run
 
 def test_foreground_task_trains_fpn(tmp_path, demo_data) -> None:
     out = tmp_path / "fg"
-    output = _finish(_train(demo_data, out, "--task", "foreground", "--val-fraction", "0.25"))
+    output = _finish(_train(demo_data, out, "--task", "foreground", "--val-fraction", "0.25",
+                            "--generator", "box", "--generator-option", "fraction=0.6"))
     assert "round 2:" in output
+    # The generator option reached the mask stage (and the saved config, for --resume).
+    summary = json.loads((out / "masks" / "summary.json").read_text())
+    assert summary["settings"]["generator_settings"] == {"fraction": 0.6}
+    assert TrainConfig.from_file(out / "config.yaml").generator_options == {"fraction": 0.6}
     checkpoint = load_checkpoint(out / "round_2" / "checkpoint.pt")
     assert checkpoint["task"] == "foreground" and checkpoint["config"]["arch"] == "fpn"
     assert checkpoint["class_names"] == ["background", "foreground"]

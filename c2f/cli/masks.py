@@ -8,21 +8,7 @@ from typing import Any
 
 import click
 
-from .options import layout_option, progress_option
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` pairs -> options; values are JSON when they parse (numbers, lists, ...), else strings."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {pair!r}", param_hint="--generator-option")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
+from .options import generator_option, layout_option, progress_option
 
 
 @click.command("masks")
@@ -35,11 +21,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
          "cam (class activation maps of a classifier fine-tuned on the labels).",
 )
 @click.option("--generator-root", type=click.Path(exists=True, file_okay=False), default=None, help="Mask folder for the folder generator.")
-@click.option(
-    "--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE",
-    help="Generator option, repeatable; VALUE is parsed as JSON when it can be "
-         "(e.g. epochs=10, teacher_options='{\"method\": \"adaptive\"}', fraction=0.6).",
-)
+@generator_option
 @click.option("--grabcut/--no-grabcut", default=True, show_default=True)
 @click.option("--grabcut-iterations", type=int, default=5, show_default=True)
 @click.option("--crf/--no-crf", default=False, show_default=True)
@@ -48,7 +30,7 @@ def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
 @progress_option
 def command(
     data: Path, layout: str, out: Path, generator: str, generator_root: str | None,
-    generator_options: tuple[str, ...], grabcut: bool, grabcut_iterations: int, crf: bool, ignore_band: int,
+    generator_options: dict[str, Any] | None, grabcut: bool, grabcut_iterations: int, crf: bool, ignore_band: int,
     workers: int, progress: bool,
 ) -> None:
     """Make training label maps from image-level labels; rerun to resume after a kill.
@@ -68,7 +50,7 @@ def command(
     from c2f.masks.quality import box_baseline_quality
 
     dataset = load_dataset(data, layout)
-    options = _parse_options(generator_options)
+    options = dict(generator_options or {})
     if generator_root:
         options["root"] = generator_root
     result = run_mask_stage(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import click
 
@@ -28,6 +29,27 @@ progress_option = click.option("--progress/--no-progress", default=True, show_de
 layout_option = click.option(
     "--layout", default="auto", show_default=True,
     help="Dataset layout: auto, images-masks, images-masks-flat, class-folder, list-file, voc2012, oxford-pet, object-discovery.",
+)
+
+
+def _parse_generator_options(_ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    """``key=value`` pairs -> options (None when none given); values are JSON when they parse, else strings."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options or None
+
+
+generator_option = click.option(
+    "--generator-option", "generator_options", multiple=True, metavar="KEY=VALUE", callback=_parse_generator_options,
+    help="Coarse mask generator option, repeatable; VALUE is parsed as JSON when it can be "
+         "(e.g. epochs=10, teacher_options='{\"method\": \"adaptive\"}', fraction=0.6).",
 )
 refine_options = _compose(
     click.option("--crf/--no-crf", default=False, show_default=True, help="Sharpen predictions with a dense CRF."),

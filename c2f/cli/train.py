@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import device_option, layout_option, progress_option
+from .options import device_option, generator_option, layout_option, progress_option
 
 
 @click.command("train")
@@ -27,6 +27,7 @@ from .options import device_option, layout_option, progress_option
 @click.option("--backbone", default=None, help="efficientnet-lite0 (default), resnet50, resnet101.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Backbone ImageNet weights file (ResNet).")
 @click.option("--generator", default=None, help="Coarse mask generator: saliency (default), folder, box, ufs, cam.")
+@generator_option
 @click.option("--mask-workers", type=int, default=None, help="Processes for the mask stage [default: 1].")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
@@ -42,6 +43,7 @@ def command(
     Examples:
       c2f train --data photos/ --out runs/photos --rounds 5
       c2f train --task foreground --data horses/ --out runs/horse --config configs/cpu.yaml
+      c2f train --data photos/ --out runs/photos --generator ufs --generator-option generations=3
       c2f train --data photos/ --out runs/photos --resume        # after a kill
       torchrun --nproc-per-node 2 -m c2f.cli.main train --data photos/ --out runs/ddp
     """
