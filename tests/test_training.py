@@ -63,6 +63,13 @@ def test_run_writes_every_round_artifact(unbroken_run) -> None:
     assert TrainConfig.from_file(unbroken_run / "config.yaml").rounds == 2
 
 
+def _assert_same_final_weights(run: Path, reference_run: Path) -> None:
+    resumed = load_checkpoint(run / "round_2" / "checkpoint.pt")["model"]
+    reference = load_checkpoint(reference_run / "round_2" / "checkpoint.pt")["model"]
+    for name, tensor in reference.items():
+        assert torch.allclose(resumed[name].float(), tensor.float(), atol=1e-5), name
+
+
 def test_resume_after_kill_matches_unbroken_run(tmp_path, demo_data, unbroken_run) -> None:
     out = tmp_path / "killed"
     proc = _train(demo_data, out, "--val-fraction", "0.25")
@@ -75,10 +82,7 @@ def test_resume_after_kill_matches_unbroken_run(tmp_path, demo_data, unbroken_ru
     assert not (out / "round_1" / "checkpoint.pt").exists(), "killed too late to test a mid-round resume"
     output = _finish(_train(demo_data, out, "--val-fraction", "0.25", "--resume"))
     assert "round 2:" in output
-    resumed = load_checkpoint(out / "round_2" / "checkpoint.pt")["model"]
-    reference = load_checkpoint(unbroken_run / "round_2" / "checkpoint.pt")["model"]
-    for name, tensor in reference.items():
-        assert torch.allclose(resumed[name].float(), tensor.float(), atol=1e-5), name
+    _assert_same_final_weights(out, unbroken_run)
     assert json.loads((out / "round_2" / "metrics.json").read_text())["val"]["miou"] == pytest.approx(
         json.loads((unbroken_run / "round_2" / "metrics.json").read_text())["val"]["miou"], abs=1e-4
     )
@@ -132,10 +136,7 @@ def test_resume_after_kill_during_relabelling_matches_unbroken_run(tmp_path, dem
     assert 3 <= len(partial) < len(reference_labels)
     output = _finish(_train(demo_data, out, "--val-fraction", "0.25", "--resume"))
     assert "round 2:" in output
-    resumed = load_checkpoint(out / "round_2" / "checkpoint.pt")["model"]
-    reference = load_checkpoint(unbroken_run / "round_2" / "checkpoint.pt")["model"]
-    for name, tensor in reference.items():
-        assert torch.allclose(resumed[name].float(), tensor.float(), atol=1e-5), name
+    _assert_same_final_weights(out, unbroken_run)
     for round_index in (1, 2):
         got = _flat(json.loads((out / f"round_{round_index}" / "metrics.json").read_text()))
         want = _flat(json.loads((unbroken_run / f"round_{round_index}" / "metrics.json").read_text()))

@@ -114,6 +114,15 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.array(img, dtype=np.uint8)  # a writable copy: Pillow's buffer view is read-only
 
 
+def file_identity(path: str | os.PathLike[str]) -> list[int] | None:
+    """(size, mtime) of a file, or None when it is missing: the cheap change detector of every cache."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read any supported image file as HxWx3 uint8 RGB, EXIF orientation applied.
 

@@ -23,21 +23,12 @@ import torch
 from torch import nn
 
 from c2f.data.datasets import LabelledDataset, Sample
-from c2f.data.io import ImageReadError, read_image
+from c2f.data.io import ImageReadError, file_identity, read_image
 from c2f.masks.generators import CoarseGenerator
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LearnedGenerator", "read_training_images", "file_identity"]
-
-
-def file_identity(path: Path) -> list[int] | None:
-    """(size, mtime) of a file, the cheap change detector the mask stage also uses."""
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
+__all__ = ["LearnedGenerator", "read_training_images"]
 
 
 def read_training_images(

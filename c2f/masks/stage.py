@@ -44,7 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 from c2f.data.datasets import IGNORE, LabelledDataset, Sample, ground_truth
-from c2f.data.io import ImageReadError, read_image, read_mask, write_label_png, write_mask_png
+from c2f.data.io import ImageReadError, file_identity, read_image, read_mask, write_label_png, write_mask_png
 from c2f.masks.crf import crf_refine_mask
 from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
 from c2f.masks.grabcut import grabcut_refine
@@ -84,14 +84,6 @@ def _relative_output(stage: str, key: str) -> str:
     return str(PurePosixPath(stage, *parts[:-1], parts[-1] + ".png"))
 
 
-def _fingerprint(path: Path) -> list[int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
-
-
 @dataclass(frozen=True)
 class _Config:
     """Everything a worker needs besides the sample; picklable."""
@@ -123,8 +115,8 @@ class _Config:
     def input_state(self, sample: Sample) -> dict[str, Any]:
         """What a cached result depends on besides the settings: input files and labels."""
         return {
-            "image": _fingerprint(sample.image),
-            "sources": {str(p): _fingerprint(p) for p in self.generator.source_files(sample)},
+            "image": file_identity(sample.image),
+            "sources": {str(p): file_identity(p) for p in self.generator.source_files(sample)},
             "labels": list(sample.labels),
         }
 

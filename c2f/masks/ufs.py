@@ -27,7 +27,8 @@ from c2f.masks.generators import (
     make_generator,
     register_generator,
 )
-from c2f.masks.learned import LearnedGenerator, file_identity, read_training_images
+from c2f.data.io import file_identity
+from c2f.masks.learned import LearnedGenerator, read_training_images
 
 logger = logging.getLogger(__name__)
 
