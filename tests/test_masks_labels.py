@@ -64,16 +64,21 @@ def test_foreground_fraction_excludes_ignore():
     assert foreground_fraction(np.full((2, 2), 255, np.uint8)) == 0.0
 
 
-def test_keep_own_classes_zeroes_others_and_renormalises():
-    probs = np.zeros((4, 1, 3), np.float32)
+def test_keep_own_classes_moves_foreign_mass_to_own_classes_not_background():
+    probs = np.zeros((4, 1, 4), np.float32)
     probs[:, 0, 0] = [0.1, 0.2, 0.3, 0.4]
-    probs[:, 0, 1] = [0.0, 0.0, 0.0, 1.0]  # all mass on a foreign class
+    probs[:, 0, 1] = [0.0, 0.0, 0.0, 1.0]  # all mass on a foreign class: still an object
     probs[:, 0, 2] = [0.5, 0.5, 0.0, 0.0]
+    probs[:, 0, 3] = [0.6, 0.1, 0.1, 0.2]
     kept = keep_own_classes(probs, (2,))
-    np.testing.assert_allclose(kept[:, 0, 0], [0.25, 0, 0.75, 0])
-    np.testing.assert_allclose(kept[:, 0, 1], [1, 0, 0, 0])  # nothing left -> background
-    np.testing.assert_allclose(kept[:, 0, 2], [1, 0, 0, 0])
+    np.testing.assert_allclose(kept[:, 0, 0], [0.1, 0, 0.9, 0], rtol=1e-6)
+    np.testing.assert_allclose(kept[:, 0, 1], [0, 0, 1, 0])
+    np.testing.assert_allclose(kept[:, 0, 2], [0.5, 0, 0.5, 0])
+    np.testing.assert_allclose(kept[0], probs[0])  # background keeps its probability
     np.testing.assert_allclose(kept.sum(axis=0), 1.0, rtol=1e-6)
+    two = keep_own_classes(probs, (1, 2))  # split in proportion to the own classes' probabilities
+    np.testing.assert_allclose(two[:, 0, 0], [0.1, 0.36, 0.54, 0], rtol=1e-5)
+    np.testing.assert_allclose(two[:, 0, 1], [0, 0.5, 0.5, 0], rtol=1e-6)
     with pytest.raises(ValueError, match="exceed"):
         keep_own_classes(probs, (9,))
 

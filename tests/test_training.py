@@ -234,3 +234,36 @@ def test_foreground_task_trains_fpn(tmp_path, demo_data) -> None:
     assert checkpoint["class_names"] == ["background", "foreground"]
     labels = json.loads((out / "round_1" / "label_stats.json").read_text())["pixels_per_class"]
     assert set(labels) <= {"background", "foreground"}
+
+
+def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> None:
+    """With lr 0 training moves no parameter, so the result shows where the round started."""
+    from c2f.data.io import read_mask, write_label_png
+    from c2f.data.layouts import load_dataset
+    from c2f.masks.labels import compose_label_map
+    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.training.distributed import DistInfo
+    from c2f.training.samples import LabelMapDataset, Pair
+    from c2f.training.trainer import new_model, train_round
+
+    data = load_dataset(demo_data)
+    pairs = [Pair(s.key, s.image, write_label_png(tmp_path / "labels" / f"{s.key}.png",
+                                                   compose_label_map(read_mask(s.mask) > 127, s.labels)))
+             for s in data.samples[:4]]
+    cfg = TrainConfig(epochs=1, batch_size=2, lr=0.0, resize=64, crop=48)
+    previous = new_model(cfg, data.num_classes, round_index=1)
+    with torch.no_grad():
+        for parameter in previous.parameters():
+            parameter.add_(0.01)  # unlike any fresh model
+    init = save_checkpoint(make_checkpoint(previous, "semantic", data.class_names, 64), tmp_path / "prev.pt")
+
+    def trained(init_from):
+        model = train_round(LabelMapDataset(pairs, 64, 48), cfg, data.num_classes, 2, "semantic", data.class_names,
+                            tmp_path / f"last-{init_from is None}.pt", "cpu", DistInfo(), progress=False,
+                            init_from=init_from)
+        return dict(model.named_parameters())
+
+    warm, fresh = trained(init), trained(None)
+    reference = dict(previous.named_parameters())
+    assert all(torch.equal(warm[name], reference[name]) for name in reference)
+    assert not torch.equal(fresh["head.classifier.weight"], reference["head.classifier.weight"])

@@ -27,6 +27,8 @@ from .options import device_option, generator_option, layout_option, progress_op
 @click.option("--backbone", default=None, help="efficientnet-lite0 (default), resnet50, resnet101.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Backbone ImageNet weights file (ResNet).")
 @click.option("--generator", default=None, help="Coarse mask generator: saliency (default), folder, box, ufs, cam.")
+@click.option("--warm-start/--fresh-start", default=None,
+              help="Start each round after the first from the previous round's weights, or from ImageNet [default: fresh].")
 @generator_option
 @click.option("--mask-workers", type=int, default=None, help="Processes for the mask stage [default: 1].")
 @click.option("--seed", type=int, default=None, help="[default: 0]")

@@ -76,21 +76,28 @@ def foreground_fraction(label_map: np.ndarray) -> float:
 
 
 def keep_own_classes(probs: np.ndarray, labels: tuple[int, ...]) -> np.ndarray:
-    """Zero every class except background and `labels`, then renormalise (float32 CxHxW).
+    """Move every other class's probability onto `labels` (float32 CxHxW, still summing to 1).
 
     The image-level label is known to be right, so a prediction of any other class is an error
-    by construction. Pixels whose kept mass is zero go to background.
+    by construction - but an error about *which* object, not about *whether* there is one: a
+    model early in training that calls the image's cat a dog has still found the object. So the
+    foreign mass goes to the own classes (in proportion to their own probabilities, or evenly
+    where those are all zero), never to background; background keeps exactly its probability.
     """
     labels = tuple(int(label) for label in labels)
     _check_labels(labels)
     if any(label >= probs.shape[0] for label in labels):
         raise ValueError(f"labels {labels} exceed the {probs.shape[0]} predicted classes")
-    keep = np.zeros(probs.shape[0], bool)
-    keep[[BACKGROUND, *labels]] = True
-    kept = np.where(keep[:, None, None], probs, 0.0).astype(np.float32)
-    total = kept.sum(axis=0)
-    kept[BACKGROUND][total <= 0] = 1.0
-    return kept / np.maximum(kept.sum(axis=0), np.finfo(np.float32).tiny)
+    own_index = list(labels)
+    own = probs[own_index].astype(np.float32)
+    own_total = own.sum(axis=0)
+    foreign = np.clip(1.0 - probs[BACKGROUND] - own_total, 0.0, None)
+    even = np.full_like(own, 1.0 / len(labels))
+    shares = np.where(own_total > 0, own / np.maximum(own_total, np.finfo(np.float32).tiny), even)
+    kept = np.zeros(probs.shape, np.float32)
+    kept[BACKGROUND] = probs[BACKGROUND]
+    kept[own_index] = own + shares * foreign
+    return kept
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,8 @@ def postprocess_prediction(
 ) -> RoundLabel:
     """The paper's between-round post-processing of one prediction.
 
-    Own classes only -> argmax foreground -> GrabCut on that foreground (optional; falls back
+    Own classes only (foreign mass counts as own, see :func:`keep_own_classes`) -> argmax
+    foreground -> GrabCut on that foreground (optional; falls back
     to it when GrabCut fails) -> each refined foreground pixel gets its most probable own class
     -> images with a foreground share outside [`min_fg`, `max_fg`] are dropped (they teach
     "everything is background" or "everything is object"). `seed` seeds GrabCut; pass a per-image

@@ -36,6 +36,9 @@ class TrainConfig:
     # Keep the backbone's ImageNet BatchNorm statistics (DeepLab's practice at small batch sizes):
     # otherwise train-time batch statistics and eval-time running statistics disagree.
     freeze_bn: bool = True
+    # Round k > 1 starts from round k-1's weights instead of ImageNet: the rounds then add up to
+    # one long training on ever better labels, which pays off when each round is short (CPU runs).
+    warm_start: bool = False
     seed: int = 0
     loader_workers: int = 0
     device: str = "auto"

@@ -157,6 +157,7 @@ def _run_round(
         device,
         dist_info,
         progress,
+        init_from=out / f"round_{round_index - 1}" / "checkpoint.pt" if cfg.warm_start and round_index > 1 else None,
     )
     metrics: dict = {"round": round_index, "train_images": len(pairs), "steps": model.steps, "labels": stats}
     if not dist_info.is_main:

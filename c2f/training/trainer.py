@@ -65,9 +65,16 @@ def train_round(
     dist_info: DistInfo,
     progress: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
+    init_from: Path | None = None,
 ) -> SegmentationModel:
-    """Train one round's model on ``dataset``, resuming from ``last_path`` when it holds this round."""
-    model = new_model(cfg, num_classes, round_index).to(device)
+    """Train one round's model on ``dataset``, resuming from ``last_path`` when it holds this round.
+
+    ``init_from`` (a checkpoint, e.g. the previous round's) replaces the ImageNet start.
+    """
+    model = new_model(cfg, num_classes, round_index)
+    if init_from is not None:
+        model.load_state_dict(load_checkpoint(init_from)["model"])
+    model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     start_epoch = 0
     if last_path.exists():
