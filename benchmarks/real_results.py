@@ -165,9 +165,7 @@ class Experiment:
                 scored_on = val.to_foreground() if cfg.task == "foreground" else val
                 row["val_crf"] = _short(evaluate_engine(engine, scored_on, crf=True, progress=False))
             rounds.append(row)
-        return {"config": {k: v for k, v in cfg.to_dict().items() if k != "generator_options"}
-                | {"generator_options": cfg.generator_options}, "rounds": rounds,
-                "checkpoint": str(result.final_checkpoint)}
+        return {"config": cfg.to_dict(), "rounds": rounds, "checkpoint": str(result.final_checkpoint)}
 
     # --- the two data sets ---
     def voc_split(self) -> tuple[LabelledDataset, LabelledDataset]:

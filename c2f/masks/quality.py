@@ -14,7 +14,7 @@ import numpy as np
 from c2f.data.datasets import LabelledDataset
 from c2f.data.io import ImageReadError, image_shape, write_mask_png
 from c2f.masks.generators import BoxGenerator
-from c2f.masks.stage import _relative_output, mask_quality
+from c2f.masks.stage import mask_quality, stage_output_path
 
 __all__ = ["box_baseline_quality"]
 
@@ -35,5 +35,5 @@ def box_baseline_quality(dataset: LabelledDataset, fraction: float = 0.8) -> dic
             except (ImageReadError, FileNotFoundError):
                 continue
             shape_only = np.empty((height, width, 0), np.uint8)  # a box needs no pixels
-            write_mask_png(Path(tmp) / _relative_output("coarse", sample.key), box(shape_only, sample))
+            write_mask_png(Path(tmp) / stage_output_path("coarse", sample.key), box(shape_only, sample))
         return {**mask_quality(dataset, tmp, "coarse"), "stage": f"box {fraction:g}"}

@@ -53,7 +53,7 @@ from c2f.metrics import Scorer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "MaskStageResult", "run_mask_stage", "mask_quality", "key_seed"]
+__all__ = ["FORMAT_VERSION", "MaskStageResult", "run_mask_stage", "mask_quality", "key_seed", "stage_output_path"]
 
 # Bump whenever the outputs for identical settings would change (invalidates every cache).
 FORMAT_VERSION = 1
@@ -77,7 +77,12 @@ def key_seed(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
-def _relative_output(stage: str, key: str) -> str:
+def stage_output_path(stage: str, key: str) -> str:
+    """Where a stage (coarse, refined, labels) keeps a key's PNG, relative to the stage folder.
+
+    Public because other scorers (e.g. the box baseline) lay their masks out the same way so
+    :func:`mask_quality` can read them; unsafe keys (absolute, ``..``) are refused.
+    """
     parts = PurePosixPath(key).parts
     if not parts or PurePosixPath(key).is_absolute() or any(p in ("..", ".") for p in parts):
         raise ValueError(f"sample key {key!r} cannot be used as an output path")
@@ -124,7 +129,7 @@ class _Config:
 def _remove_outputs(out_dir: Path, key: str, stages: tuple[str, ...]) -> None:
     """Delete a key's outputs from earlier runs that this run's result no longer backs."""
     for stage in stages:
-        (out_dir / _relative_output(stage, key)).unlink(missing_ok=True)
+        (out_dir / stage_output_path(stage, key)).unlink(missing_ok=True)
 
 
 def _process(config: _Config, sample: Sample) -> dict[str, Any]:
@@ -174,11 +179,11 @@ def _process(config: _Config, sample: Sample) -> dict[str, Any]:
         dropped = f"foreground>{config.max_fg:.0%}"
 
     tick = time.perf_counter()
-    outputs = {stage: _relative_output(stage, sample.key) for stage in ("coarse", "refined")}
+    outputs = {stage: stage_output_path(stage, sample.key) for stage in ("coarse", "refined")}
     write_mask_png(config.out_dir / outputs["coarse"], coarse)
     write_mask_png(config.out_dir / outputs["refined"], refined)
     if dropped is None:
-        outputs["labels"] = _relative_output("labels", sample.key)
+        outputs["labels"] = stage_output_path("labels", sample.key)
         write_label_png(config.out_dir / outputs["labels"], label_map)
     else:
         _remove_outputs(config.out_dir, sample.key, ("labels",))
@@ -351,7 +356,7 @@ def run_mask_stage(
         raise ValueError("generator options are only accepted with a generator name")
     out_dir = Path(out_dir)
     for sample in dataset.samples:
-        _relative_output("labels", sample.key)  # reject unsafe keys before any work
+        stage_output_path("labels", sample.key)  # reject unsafe keys before any work
     rank, world = shard
     if not 0 <= rank < world:
         raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
@@ -445,7 +450,7 @@ def mask_quality(
     for sample in dataset.samples:
         if sample.mask is None:
             continue
-        path = out_dir / _relative_output(stage, sample.key)
+        path = out_dir / stage_output_path(stage, sample.key)
         if not path.is_file():
             missing += 1
             continue
