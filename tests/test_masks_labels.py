@@ -104,17 +104,24 @@ def test_postprocess_keeps_own_class_and_refines_with_grabcut():
     assert result.fg_fraction == pytest.approx(refined.mean())
 
 
-def test_postprocess_multi_label_splits_by_own_class_probabilities():
+def test_postprocess_foreign_classes_count_only_when_the_own_class_is_not_found():
     image = np.zeros((40, 40, 3), np.uint8)
-    fg = _square(40, 10, 30)
-    probs = np.full((3, 40, 40), 0.05, np.float32)
-    probs[0][~fg] = 0.9
-    probs[1][fg] = 0.5
-    probs[2][fg] = 0.4
-    probs[2][:, 20:][fg[:, 20:]] = 0.6
-    result = postprocess_prediction(image, probs, (1, 2), grabcut=False)
-    assert result.label_map[15, 12] == 1 and result.label_map[15, 25] == 2
-    assert result.label_map[2, 2] == 0
+    own_object, patch = _square(40, 5, 15), _square(40, 25, 35)
+    probs = np.full((4, 40, 40), 0.02, np.float32)
+    probs[0] = 0.9
+    probs[0][own_object] = 0.1
+    probs[1][own_object] = 0.85
+    probs[0][patch] = 0.3
+    probs[3][patch] = 0.65  # background the model gives to another class
+    found = postprocess_prediction(image, probs, (1,), grabcut=False)
+    assert not found.objectness_fallback
+    np.testing.assert_array_equal(found.label_map == 1, own_object)  # the patch stays background
+
+    lost = probs.copy()
+    lost[3][own_object], lost[1][own_object] = 0.85, 0.02  # the object found under a wrong name
+    rescued = postprocess_prediction(image, lost, (1,), grabcut=False)
+    assert rescued.objectness_fallback and rescued.dropped is None
+    np.testing.assert_array_equal(rescued.label_map == 1, own_object | patch)
 
 
 def test_postprocess_drops_too_small_and_too_large_foregrounds():

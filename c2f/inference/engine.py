@@ -29,9 +29,24 @@ class Prediction:
 
     def class_shares(self, class_names: Sequence[str]) -> dict[str, float]:
         """Share of the image's pixels per class present (for JSON reports)."""
-        counts = np.bincount(self.label_map.ravel(), minlength=len(class_names))
-        total = self.label_map.size
-        return {class_names[i]: round(float(c) / total, 6) for i, c in enumerate(counts) if c and i < len(class_names)}
+        return {name: share for _, name, _, share in class_pixels(self.label_map, class_names)}
+
+
+def class_pixels(label_map: np.ndarray, class_names: Sequence[str]) -> list[tuple[int, str, int, float]]:
+    """(index, name, pixels, share of the image) of every value present in a label map.
+
+    One definition for the folder reports and the HTTP JSON: values past the class list are named
+    too (255 is ``ignore``, which GrabCut post-processing can leave), so shares always sum to 1.
+    """
+    counts = np.bincount(label_map.ravel(), minlength=256)
+    rows = []
+    for index in np.flatnonzero(counts):
+        if index < len(class_names):
+            name = class_names[index]
+        else:
+            name = "ignore" if index == 255 else f"class_{index}"
+        rows.append((int(index), name, int(counts[index]), round(float(counts[index]) / label_map.size, 6)))
+    return rows
 
 
 def fit_size(height: int, width: int, size: int) -> tuple[int, int]:

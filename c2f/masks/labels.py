@@ -108,6 +108,7 @@ class RoundLabel:
     dropped: str | None
     fg_fraction: float
     grabcut_fallback: bool
+    objectness_fallback: bool = False  # foreign classes' mass counted as the own object
 
 
 def postprocess_prediction(
@@ -123,18 +124,28 @@ def postprocess_prediction(
 ) -> RoundLabel:
     """The paper's between-round post-processing of one prediction.
 
-    Own classes only (foreign mass counts as own, see :func:`keep_own_classes`) -> argmax
-    foreground -> GrabCut on that foreground (optional; falls back
+    Own classes only -> argmax foreground -> GrabCut on that foreground (optional; falls back
     to it when GrabCut fails) -> each refined foreground pixel gets its most probable own class
     -> images with a foreground share outside [`min_fg`, `max_fg`] are dropped (they teach
     "everything is background" or "everything is object"). `seed` seeds GrabCut; pass a per-image
     value (e.g. from the key) to make results independent of processing order.
+
+    "Own classes only" is the paper's rule: foreground is where an own class beats background,
+    and other classes' probability is discarded. Only when that finds (almost) nothing - an
+    early model that calls the image's cat a dog - does the foreign mass count as the own
+    object (:func:`keep_own_classes`), so the image is not lost. Applying that everywhere
+    instead turns every background patch the model gives to any class into the image's class:
+    on the demo data it made ten times more false-positive label pixels, which each round
+    learnt and grew (test mIoU 0.72 -> 0.62 -> 0.56 over three rounds of 220 images).
     """
     if probs.shape[1:] != image.shape[:2]:
         raise ValueError(f"probs {probs.shape} do not match image {image.shape[:2]}")
     labels = tuple(int(label) for label in labels)
     own = keep_own_classes(probs, labels)
-    fg = np.argmax(own, axis=0) != BACKGROUND
+    fg = np.argmax(probs[[BACKGROUND, *labels]], axis=0) != BACKGROUND
+    objectness = bool(fg.mean() < min_fg)
+    if objectness:
+        fg = np.argmax(own, axis=0) != BACKGROUND
     fallback = False
     if grabcut:
         result = grabcut_refine(image, fg, iterations=grabcut_iterations, seed=seed)
@@ -147,4 +158,4 @@ def postprocess_prediction(
         dropped = f"foreground<{min_fg:.0%}"
     elif fraction > max_fg:
         dropped = f"foreground>{max_fg:.0%}"
-    return RoundLabel(None if dropped else label_map, dropped, fraction, fallback)
+    return RoundLabel(None if dropped else label_map, dropped, fraction, fallback, objectness)

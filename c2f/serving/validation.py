@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from c2f.data.io import ImageReadError, decode_image, voc_palette
+from c2f.inference.engine import class_pixels
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # 20 MiB per uploaded file
 DEFAULT_MAX_PIXELS = 25_000_000  # 25 megapixels per decoded image
@@ -273,37 +274,20 @@ def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
     return flat.reshape((height, width), order="F")
 
 
-def class_name(index: int, class_names: list[str]) -> str:
-    if index < len(class_names):
-        return class_names[index]
-    return "ignore" if index == 255 else f"class_{index}"
-
-
 def segmentation_json(label_map: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     """The ``format=json`` body: image size, class names, pixel shares and one RLE per class present."""
     height, width = label_map.shape
-    counts = np.bincount(label_map.ravel(), minlength=256)
-    total = label_map.size
-    masks = []
-    shares = {}
-    for index in np.flatnonzero(counts):
-        name = class_name(int(index), class_names)
-        share = round(float(counts[index]) / total, 6)
-        shares[name] = share
-        masks.append(
-            {
-                "class_id": int(index),
-                "class_name": name,
-                "pixels": int(counts[index]),
-                "share": share,
-                "rle": rle_encode(label_map == index),
-            }
-        )
+    present = class_pixels(label_map, class_names)
+    masks = [
+        {"class_id": index, "class_name": name, "pixels": pixels, "share": share,
+         "rle": rle_encode(label_map == index)}
+        for index, name, pixels, share in present
+    ]
     return {
         "width": int(width),
         "height": int(height),
         "class_names": list(class_names),
-        "shares": shares,
+        "shares": {name: share for _, name, _, share in present},
         "masks": masks,
         "rle_format": "coco-uncompressed: column-major, counts alternate 0-runs and 1-runs starting with 0",
     }

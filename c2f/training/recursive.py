@@ -104,8 +104,8 @@ def train_recursive(
         if round_index < cfg.rounds:
             next_dir = out / f"round_{round_index + 1}" / "labels"
             if engine is not None:
-                relabelled = _relabel(cfg, train_set, engine, next_dir, progress)
-                metrics["next_labels"] = label_statistics(train_set, relabelled)
+                relabelled, rescued = _relabel(cfg, train_set, engine, next_dir, progress)
+                metrics["next_labels"] = label_statistics(train_set, relabelled) | {"objectness_fallback": rescued}
             barrier(dist_info)
             relabelled = _existing_labels(train_set, next_dir)
             if relabelled:
@@ -180,7 +180,7 @@ def _engine(model, cfg: TrainConfig, class_names: list[str], device: str) -> Eng
 
 def _relabel(
     cfg: TrainConfig, train_set: LabelledDataset, engine: Engine, labels_dir: Path, progress: bool
-) -> dict[str, Path]:
+) -> tuple[dict[str, Path], int]:
     """Predict every training image with this round's model and clean it into next round's labels.
 
     The model runs in this thread; the post-processing (GrabCut dominates it) runs on
@@ -205,6 +205,7 @@ def _relabel(
 
     drops: dict[str, str] = {}
     new_labels: dict[str, Path] = {}
+    rescued: list[str] = []  # kept through the objectness fallback of postprocess_prediction
     workers = max(cfg.mask_workers, 1)
     with ThreadPoolExecutor(workers) as pool, \
             tqdm(total=len(train_set.samples), desc="relabel", disable=not progress, leave=False) as bar:
@@ -214,24 +215,27 @@ def _relabel(
             probs, _ = next(iter(engine.probabilities([image])))
             pending.append(pool.submit(clean, sample, image, probs))
             while pending and (pending[0].done() or len(pending) > 2 * workers):
-                _store(*pending.popleft().result(), labels_dir, new_labels, drops)
+                _store(*pending.popleft().result(), labels_dir, new_labels, drops, rescued)
                 bar.update()
         while pending:
-            _store(*pending.popleft().result(), labels_dir, new_labels, drops)
+            _store(*pending.popleft().result(), labels_dir, new_labels, drops, rescued)
             bar.update()
     labels_dir.parent.mkdir(parents=True, exist_ok=True)
     (labels_dir.parent / "dropped.json").write_text(json.dumps(drops, indent=2))
-    return new_labels
+    (labels_dir.parent / "objectness_fallback.json").write_text(json.dumps(sorted(rescued), indent=2))
+    return new_labels, len(rescued)
 
 
 def _store(key: str, cleaned: RoundLabel, labels_dir: Path, new_labels: dict[str, Path],
-           drops: dict[str, str]) -> None:
+           drops: dict[str, str], rescued: list[str]) -> None:
     if cleaned.label_map is None:
         drops[key] = cleaned.dropped or "dropped"
         return
     path = labels_dir / f"{key}.png"
     write_label_png(path, cleaned.label_map)
     new_labels[key] = path
+    if cleaned.objectness_fallback:
+        rescued.append(key)
 
 
 def _existing_labels(dataset: LabelledDataset, folder: Path) -> dict[str, Path]:
