@@ -104,6 +104,19 @@ def test_postprocess_keeps_own_class_and_refines_with_grabcut():
     assert result.fg_fraction == pytest.approx(refined.mean())
 
 
+def test_postprocess_multi_label_splits_by_own_class_probabilities():
+    image = np.zeros((40, 40, 3), np.uint8)
+    fg = _square(40, 10, 30)
+    probs = np.full((3, 40, 40), 0.05, np.float32)
+    probs[0][~fg] = 0.9
+    probs[1][fg] = 0.5
+    probs[2][fg] = 0.4
+    probs[2][:, 20:][fg[:, 20:]] = 0.6
+    result = postprocess_prediction(image, probs, (1, 2), grabcut=False)
+    assert result.label_map[15, 12] == 1 and result.label_map[15, 25] == 2
+    assert result.label_map[2, 2] == 0
+
+
 def test_postprocess_foreign_classes_count_only_when_the_own_class_is_not_found():
     image = np.zeros((40, 40, 3), np.uint8)
     own_object, patch = _square(40, 5, 15), _square(40, 25, 35)

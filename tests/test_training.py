@@ -56,6 +56,9 @@ def test_run_writes_every_round_artifact(unbroken_run) -> None:
         assert checkpoint["round"] == round_index and checkpoint["class_names"][0] == "background"
         assert {"model", "optimizer", "config", "train_config", "epoch"} <= set(checkpoint)
     assert list((unbroken_run / "round_2" / "labels").rglob("*.png")), "round 1 relabelled the training images"
+    rescued = json.loads((unbroken_run / "round_2" / "objectness_fallback.json").read_text())
+    next_labels = json.loads((unbroken_run / "round_1" / "metrics.json").read_text())["next_labels"]
+    assert next_labels["objectness_fallback"] == len(rescued) <= next_labels["images"]
     summary = json.loads((unbroken_run / "metrics.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     assert {"coarse", "refined"} <= set(summary["mask_stage"])
