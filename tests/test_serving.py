@@ -384,6 +384,23 @@ def test_batching_off_gives_the_same_masks(model_path, engine, images, tmp_path)
         srv.stop()
 
 
+def test_keep_aspect_server_pads_like_the_engine(model_path, engine, images, tmp_path):
+    from c2f.inference import Engine
+
+    padded = Engine.open(model_path, device="cpu", keep_aspect=True)
+    data = images["odd.png"]  # 97 x 131: padding and stretching give different masks
+    assert not np.array_equal(_reference(padded, data), _reference(engine, data))
+    srv = Server(tmp_path / "server.log", C2F_MODEL=str(model_path), C2F_KEEP_ASPECT="1")
+    try:
+        srv.wait_ready()
+        with httpx.Client(base_url=srv.url, timeout=120) as http:
+            assert http.get("/metadata").json()["keep_aspect"] is True
+            mask = np.array(_png(_post(http, "/segment", data, "odd.png")))
+            assert np.array_equal(mask, _reference(padded, data))
+    finally:
+        srv.stop()
+
+
 def test_missing_model_is_a_clear_startup_error(tmp_path):
     missing = tmp_path / "nope.onnx"
     srv = Server(tmp_path / "server.log", C2F_MODEL=str(missing))
@@ -451,6 +468,7 @@ def test_settings_from_env_defaults_and_errors():
     assert settings.batching and settings.workers == 1 and settings.threads is None
     custom = Settings.from_env({"C2F_BATCH": "16", "C2F_BATCHING": "off", "C2F_THREADS": "2", "C2F_WORKERS": "3"})
     assert (custom.batch_size, custom.batching, custom.threads, custom.workers) == (16, False, 2, 3)
+    assert not settings.keep_aspect and Settings.from_env({"C2F_KEEP_ASPECT": "1"}).keep_aspect
     for bad in ({"C2F_BATCH": "1"}, {"C2F_MAX_BYTES": "lots"}, {"C2F_BATCHING": "maybe"}, {"C2F_DEVICE": "tpu"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             Settings.from_env(bad)

@@ -168,8 +168,9 @@ class Segmenter:
         self.engine = Engine.open(path, device=settings.device, threads=settings.threads, batch_size=settings.batch_size)
         self._model_lock = threading.Lock()
         self._post_slots = _PostSlots(os.cpu_count() or 1)
-        self._direct = Engine(_LockedBackend(self.engine.backend, self._model_lock, self._post_slots), batch_size=1)
-        self._batched = Engine(_BatchedBackend(self, self._post_slots), batch_size=1)
+        self._direct = Engine(_LockedBackend(self.engine.backend, self._model_lock, self._post_slots), batch_size=1,
+                              keep_aspect=settings.keep_aspect)
+        self._batched = Engine(_BatchedBackend(self, self._post_slots), batch_size=1, keep_aspect=settings.keep_aspect)
         self._pending: dict[str, np.ndarray] = {}
         self._results: dict[str, np.ndarray] = {}
         self._request_limiter: anyio.CapacityLimiter | None = None
@@ -345,6 +346,7 @@ class Segmenter:
             "workers": settings.workers,
             "threads": settings.threads,
             "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels},
+            "keep_aspect": settings.keep_aspect,
             "formats": {"segment": list(SEGMENT_FORMATS), "foreground": list(FOREGROUND_FORMATS)},
         }
 

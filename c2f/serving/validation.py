@@ -95,6 +95,7 @@ class Settings:
     workers: int = 1
     device: str = "auto"
     timeout_s: int = DEFAULT_TIMEOUT_S
+    keep_aspect: bool = False  # pad to the model's square input instead of stretching (as c2f segment --keep-aspect)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -115,6 +116,7 @@ class Settings:
             workers=_env_int(env, "C2F_WORKERS", 1, 1),
             device=device,
             timeout_s=_env_int(env, "C2F_TIMEOUT", DEFAULT_TIMEOUT_S, 1),
+            keep_aspect=_env_bool(env, "C2F_KEEP_ASPECT", False),
         )
 
     def resolve_model(self) -> Path:
