@@ -7,7 +7,7 @@ batch 8 at lr 0.005 per round), and scores the test set's coarse and GrabCut mas
 round's model on it. Prints JSON and writes ``demo_rounds.json`` and ``demo_rounds.md`` to --out.
 Every step is cached: a rerun or a killed run continues where it stopped.
 
-    python benchmarks/demo_rounds.py --out runs/demo_rounds                   # 300 images, ~25 min on 2 CPU cores
+    python benchmarks/demo_rounds.py --out runs/demo_rounds                   # 300 images, ~10 min on 2 CPU cores
     python benchmarks/demo_rounds.py --out runs/demo_rounds --per-class 40    # the demo's size, noisier
 """
 
