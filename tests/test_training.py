@@ -270,3 +270,55 @@ def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> Non
     reference = dict(previous.named_parameters())
     assert all(torch.equal(warm[name], reference[name]) for name in reference)
     assert not torch.equal(fresh["head.classifier.weight"], reference["head.classifier.weight"])
+
+
+def test_weight_average_follows_the_trained_weights_and_resumes_exactly(tmp_path, demo_data) -> None:
+    """With one step per epoch the EMA can be recomputed from the per-epoch SGD weights.
+
+    The average does not change the SGD trajectory, so a run without it gives the weights w1, w2, w3;
+    with decay 0.5 (warmed up as min(0.5, (1+n)/(10+n))) the round's model must be
+    0.25 * (2/11 * w1 + 9/11 * w2) + 0.75 * w3. A round interrupted after its first epoch and resumed
+    must end with the same average.
+    """
+    from c2f.data.io import read_mask, write_label_png
+    from c2f.data.layouts import load_dataset
+    from c2f.masks.labels import compose_label_map
+    from c2f.training.distributed import DistInfo
+    from c2f.training.samples import LabelMapDataset, Pair
+    from c2f.training.trainer import train_round
+
+    data = load_dataset(demo_data)
+    pairs = [Pair(s.key, s.image, write_label_png(tmp_path / "labels" / f"{s.key}.png",
+                                                   compose_label_map(read_mask(s.mask) > 127, s.labels)))
+             for s in data.samples[:4]]
+
+    def run(decay: float, last: Path, on_epoch_end=None):
+        cfg = TrainConfig(epochs=3, batch_size=4, lr=0.01, resize=64, crop=48, ema_decay=decay)
+        return train_round(LabelMapDataset(pairs, 64, 48), cfg, data.num_classes, 1, "semantic", data.class_names,
+                           last, "cpu", DistInfo(), progress=False, on_epoch_end=on_epoch_end)
+
+    plain_last = tmp_path / "plain.pt"
+    trajectory = []
+    run(0.0, plain_last, on_epoch_end=lambda epoch: trajectory.append(load_checkpoint(plain_last)["model"]))
+    w1, w2, w3 = trajectory
+    averaged = dict(run(0.5, tmp_path / "ema.pt").named_parameters())
+    saved = load_checkpoint(tmp_path / "ema.pt")
+    assert saved["averaged_steps"] == 3
+    for name, value in averaged.items():
+        expected = 0.25 * (2 / 11 * w1[name] + 9 / 11 * w2[name]) + 0.75 * w3[name]
+        assert torch.allclose(value, expected, atol=1e-6), name
+        assert torch.equal(saved["model"][name], value.detach())
+        assert torch.equal(saved["trained"][name], w3[name])
+    assert not torch.allclose(averaged["head.classifier.weight"], w3["head.classifier.weight"])
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(epoch: int) -> None:
+        if epoch == 0:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(0.5, tmp_path / "resumed.pt", on_epoch_end=kill_after_first_epoch)
+    resumed = dict(run(0.5, tmp_path / "resumed.pt").named_parameters())
+    assert all(torch.allclose(resumed[name], averaged[name], atol=1e-6) for name in averaged)

@@ -29,6 +29,8 @@ from .options import device_option, generator_option, layout_option, progress_op
 @click.option("--generator", default=None, help="Coarse mask generator: saliency (default), folder, box, ufs, cam.")
 @click.option("--warm-start/--fresh-start", default=None,
               help="Start each round after the first from the previous round's weights, or from ImageNet [default: fresh].")
+@click.option("--ema-decay", type=float, default=None,
+              help="Use an exponential moving average of each round's weights, e.g. 0.99 [default: 0, off].")
 @generator_option
 @click.option("--mask-workers", type=int, default=None, help="Processes for the mask stage [default: 1].")
 @click.option("--seed", type=int, default=None, help="[default: 0]")

@@ -39,6 +39,9 @@ class TrainConfig:
     # Round k > 1 starts from round k-1's weights instead of ImageNet: the rounds then add up to
     # one long training on ever better labels, which pays off when each round is short (CPU runs).
     warm_start: bool = False
+    # > 0: each round's model is an exponential moving average of its weights (e.g. 0.99), not the
+    # last step's; steadier labels for the next round. 0 (the paper): the last step's weights.
+    ema_decay: float = 0.0
     seed: int = 0
     loader_workers: int = 0
     device: str = "auto"
@@ -61,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"task must be one of {sorted(TASK_DEFAULTS)}, got {self.task!r}")
         if self.crop > self.resize:
             raise ValueError(f"crop ({self.crop}) cannot exceed resize ({self.resize})")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.rounds < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("rounds, epochs and batch_size must be positive")
 

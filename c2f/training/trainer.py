@@ -3,6 +3,11 @@
 A round is resumable at epoch granularity: every epoch ends with an atomic ``last.pt`` holding model,
 optimizer and position. Because all randomness is seeded from (seed, round, epoch), a resumed round
 takes exactly the steps an unbroken one would.
+
+With ``ema_decay`` > 0 the round's model is an exponential moving average of the trained weights
+(``torch.optim.swa_utils.AveragedModel``). Short, high-lr rounds end wherever the last few batches
+pushed them; the average is far less of a lottery, which matters because each round's model labels
+the next round's data.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -48,6 +54,27 @@ def make_optimizer(model: SegmentationModel, cfg: TrainConfig) -> torch.optim.SG
     )
 
 
+def weight_average(model: SegmentationModel, decay: float) -> AveragedModel | None:
+    """An EMA of ``model``'s weights and BatchNorm statistics, or None when ``decay`` is 0.
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so the first steps of a
+    round started from ImageNet (random head) fade out quickly instead of lingering in the average.
+    """
+    if decay == 0.0:
+        return None
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], count: torch.Tensor) -> None:
+        rate = min(decay, (1 + float(count)) / (10 + float(count)))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1 - rate)
+        else:  # integer buffers (BatchNorm's batch counter) follow the model
+            for average, value in zip(averaged, current, strict=True):
+                average.copy_(value)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
 def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:
     """Optimizer steps per epoch; the global batch is split over ranks, so this does not depend on world."""
     return math.ceil(math.ceil(n / world) / max(cfg.batch_size // world, 1))
@@ -76,11 +103,16 @@ def train_round(
         model.load_state_dict(load_checkpoint(init_from)["model"])
     model = model.to(device)
     optimizer = make_optimizer(model, cfg)
+    average = weight_average(model, cfg.ema_decay)
     start_epoch = 0
     if last_path.exists():
         state = load_checkpoint(last_path)
         if state.get("round") == round_index:
-            model.load_state_dict(state["model"])
+            # With an average, "model" holds the average (what inference uses) and "trained" the SGD weights.
+            model.load_state_dict(state.get("trained", state["model"]))
+            if average is not None:
+                average.module.load_state_dict(state["model"])
+                average.n_averaged.fill_(state["averaged_steps"])
             optimizer.load_state_dict(state["optimizer"])
             start_epoch = state["epoch"] + 1
             log.info("round %d: resuming after epoch %d from %s", round_index, state["epoch"] + 1, last_path)
@@ -119,13 +151,16 @@ def train_round(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if average is not None:
+                average.update_parameters(model)
             step += 1
             running += float(loss.detach())
             bar.set_postfix(loss=f"{running / (batch_index + 1):.3f}")
         if dist_info.is_main:
+            extra = {} if average is None else {"trained": model.state_dict(), "averaged_steps": int(average.n_averaged)}
             save_checkpoint(
                 make_checkpoint(
-                    model,
+                    model if average is None else average.module,
                     task,
                     class_names,
                     cfg.resize,
@@ -135,13 +170,15 @@ def train_round(
                     steps=step,
                     train_config=cfg.to_dict(),
                     loss=running / max(len(loader), 1),
+                    **extra,
                 ),
                 last_path,
             )
         if on_epoch_end is not None:
             on_epoch_end(epoch)
-    model.steps = step  # for reporting and for the distributed step-count test
-    return model
+    final = model if average is None else average.module
+    final.steps = step  # for reporting and for the distributed step-count test
+    return final
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
