@@ -9,6 +9,7 @@ Every step is cached: a rerun or a killed run continues where it stopped.
 
     python benchmarks/demo_rounds.py --out runs/demo_rounds                   # 300 images, ~10 min on 2 CPU cores
     python benchmarks/demo_rounds.py --out runs/demo_rounds --per-class 40    # the demo's size, noisier
+    python benchmarks/demo_rounds.py --out runs/folds --set relabel_folds=2  # any TrainConfig field
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import time
 from pathlib import Path
 
+from c2f.cli.options import parse_key_values
 from c2f.data.datasets import split
 from c2f.data.layouts import load_dataset
 from c2f.data.synthetic import generate_demo_dataset
@@ -34,13 +36,14 @@ def _row(stage: str, metrics: dict) -> dict:
             "iou_per_class": {name: round(value, 4) for name, value in metrics["iou_per_class"].items()}}
 
 
-def run(out: Path, per_class: int, test_per_class: int, rounds: int, seed: int, workers: int, device: str) -> dict:
+def run(out: Path, per_class: int, test_per_class: int, rounds: int, seed: int, workers: int, device: str,
+        overrides: dict | None = None) -> dict:
     began = time.perf_counter()
     data = load_dataset(generate_demo_dataset(out / "train_data", n_per_class=per_class, size=160, seed=0),
                         "images-masks")
     test = load_dataset(generate_demo_dataset(out / "test_data", n_per_class=test_per_class, size=160, seed=7),
                         "images-masks")
-    cfg = DEMO_CONFIG.updated(rounds=rounds, seed=seed, mask_workers=workers, device=device)
+    cfg = DEMO_CONFIG.updated(rounds=rounds, seed=seed, mask_workers=workers, device=device, **(overrides or {}))
     train_set, val_set = split(data, 0.25, seed=cfg.seed)
     result = train_recursive(cfg, train_set, out / "run", val_set, resume=True, progress=False)
     test_masks = run_mask_stage(test, out / "test_masks", generator=cfg.generator, workers=workers, progress=False)
@@ -79,9 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="training seed (and validation split)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="mask-stage processes")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a TrainConfig field of the demo's settings, repeatable (VALUE as JSON)")
     args = parser.parse_args(argv)
+    try:
+        overrides = parse_key_values(args.overrides)
+    except ValueError as error:
+        parser.error(str(error))
     results = run(args.out, args.per_class, args.test_per_class, args.rounds, args.seed, args.workers,
-                  args.device)
+                  args.device, overrides)
     (args.out / "demo_rounds.json").write_text(json.dumps(results, indent=2))
     (args.out / "demo_rounds.md").write_text(markdown(results))
     print(json.dumps(results))

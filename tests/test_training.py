@@ -239,6 +239,31 @@ def test_foreground_task_trains_fpn(tmp_path, demo_data) -> None:
     assert set(labels) <= {"background", "foreground"}
 
 
+def test_cross_fitted_relabelling_trains_a_model_per_fold_without_its_images(tmp_path, demo_data) -> None:
+    from c2f.data.layouts import load_dataset
+    from c2f.training.recursive import _existing_labels, _pairs, relabel_fold
+
+    out = tmp_path / "folds"
+    output = _finish(_train(demo_data, out, "--rounds", "3", "--epochs", "1", "--warm-start", "--relabel-folds", "2"))
+    assert "round 3:" in output
+    data = load_dataset(demo_data)
+    labels = _existing_labels(data, out / "masks" / "labels")
+    for round_index in (1, 2):
+        if round_index > 1:  # a round whose relabelling dropped every image hands its labels on
+            labels = _existing_labels(data, out / f"round_{round_index}" / "labels") or labels
+        folds = [_pairs(data, labels, fold, 2) for fold in (0, 1)]
+        for fold, pairs in enumerate(folds):
+            assert pairs and all(relabel_fold(pair.key, 2) != fold for pair in pairs)
+        assert sum(len(pairs) for pairs in folds) == len(labels)  # each image is left out exactly once
+        metrics = json.loads((out / f"round_{round_index}" / "metrics.json").read_text())
+        assert metrics["relabel_fold_steps"] == [math.ceil(len(pairs) / 4) for pairs in folds]
+        for fold in (0, 1):
+            state = load_checkpoint(out / f"round_{round_index}" / f"fold_{fold}" / "last.pt")
+            assert state["round"] == round_index and state["steps"] == metrics["relabel_fold_steps"][fold]
+    assert not (out / "round_3" / "fold_0").exists(), "the last round relabels nothing"
+    assert (out / "round_3" / "checkpoint.pt").exists()
+
+
 def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> None:
     """With lr 0 training moves no parameter, so the result shows where the round started."""
     from c2f.data.io import read_mask, write_label_png

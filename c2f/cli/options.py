@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any, Callable
 
 import click
@@ -32,18 +33,25 @@ layout_option = click.option(
 )
 
 
-def _parse_generator_options(_ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]) -> dict[str, Any] | None:
-    """``key=value`` pairs -> options (None when none given); values are JSON when they parse, else strings."""
+def parse_key_values(pairs: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` pairs -> a dict; values are JSON when they parse (2, true, [1, 2]), else strings."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {pair!r}")
+            raise ValueError(f"expected key=value, got {pair!r}")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
             options[key] = value
-    return options or None
+    return options
+
+
+def _parse_generator_options(_ctx: click.Context, _param: click.Parameter, pairs: tuple[str, ...]) -> dict[str, Any] | None:
+    try:
+        return parse_key_values(pairs) or None
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 generator_option = click.option(

@@ -31,6 +31,8 @@ from .options import device_option, generator_option, layout_option, progress_op
               help="Start each round after the first from the previous round's weights, or from ImageNet [default: fresh].")
 @click.option("--ema-decay", type=float, default=None,
               help="Use an exponential moving average of each round's weights, e.g. 0.99 [default: 0, off].")
+@click.option("--relabel-folds", type=int, default=None,
+              help="Relabel each image with a model trained without it, over this many folds [default: 1, off].")
 @generator_option
 @click.option("--mask-workers", type=int, default=None, help="Processes for the mask stage [default: 1].")
 @click.option("--seed", type=int, default=None, help="[default: 0]")

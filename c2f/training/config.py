@@ -42,6 +42,9 @@ class TrainConfig:
     # > 0: each round's model is an exponential moving average of its weights (e.g. 0.99), not the
     # last step's; steadier labels for the next round. 0 (the paper): the last step's weights.
     ema_decay: float = 0.0
+    # > 1: between rounds, each image is relabelled by a model trained without it (that many folds,
+    # each trained like the round on the other folds' images). 1 (the paper): the round's own model.
+    relabel_folds: int = 1
     seed: int = 0
     loader_workers: int = 0
     device: str = "auto"
@@ -66,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"crop ({self.crop}) cannot exceed resize ({self.resize})")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.relabel_folds < 1:
+            raise ValueError(f"relabel_folds must be at least 1, got {self.relabel_folds}")
         if self.rounds < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("rounds, epochs and batch_size must be positive")
 

@@ -6,6 +6,7 @@ Run folder layout (every step's artifacts on disk, so any step can be inspected 
     OUT/masks/                 coarse, GrabCut-refined and label maps of the mask stage (+ summary.json)
     OUT/round_K/labels/        round K's training labels (round 1 uses OUT/masks/labels)
     OUT/round_K/label_stats.json, metrics.json, checkpoint.pt, overlays/*.png
+    OUT/round_K/fold_F/last.pt with relabel_folds > 1: the model that relabels fold F's images
     OUT/last.pt                the newest epoch's state, for --resume
     OUT/metrics.json, rounds.png   per-round summary and plot
 """
@@ -91,6 +92,7 @@ def train_recursive(
     )
     result.mask_stage = stage.summary
     labels = _existing_labels(train_set, out / "masks" / "labels")
+    run = _Run(cfg, train_set, out, device, dist_info, progress)
     for round_index in range(1, cfg.rounds + 1):
         round_dir = out / f"round_{round_index}"
         metrics_path = round_dir / "metrics.json"
@@ -99,12 +101,15 @@ def train_recursive(
             labels = _existing_labels(train_set, out / f"round_{round_index + 1}" / "labels") or labels
             log.info("round %d already complete, skipped", round_index)
             continue
-        metrics, engine = _run_round(cfg, train_set, val_set, labels, round_index, out, device, dist_info, progress)
+        metrics, engine = _run_round(run, val_set, labels, round_index)
         result.rounds.append(metrics)
         if round_index < cfg.rounds:
             next_dir = out / f"round_{round_index + 1}" / "labels"
+            engines = [engine]
+            if cfg.relabel_folds > 1:
+                engines, metrics["relabel_fold_steps"] = _fold_engines(run, labels, round_index)
             if engine is not None:
-                relabelled, rescued = _relabel(cfg, train_set, engine, next_dir, progress)
+                relabelled, rescued = _relabel(cfg, train_set, engines, next_dir, progress)
                 metrics["next_labels"] = label_statistics(train_set, relabelled) | {"objectness_fallback": rescued}
             barrier(dist_info)
             relabelled = _existing_labels(train_set, next_dir)
@@ -125,63 +130,107 @@ def train_recursive(
     return result
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every step of a run shares: settings, training images, run folder, device, rank."""
+
+    cfg: TrainConfig
+    train_set: LabelledDataset
+    out: Path
+    device: str
+    dist_info: DistInfo
+    progress: bool
+
+    def train(self, pairs: list[Pair], round_index: int, last_path: Path, init_from: Path | None):
+        """Train (or resume from ``last_path``) one model of round ``round_index`` on ``pairs``."""
+        cfg = self.cfg
+        return train_round(
+            LabelMapDataset(pairs, cfg.resize, cfg.crop, cfg.flip, cfg.seed, round_index),
+            cfg,
+            self.train_set.num_classes,
+            round_index,
+            cfg.task,
+            self.train_set.class_names,
+            last_path,
+            self.device,
+            self.dist_info,
+            self.progress,
+            init_from=init_from if cfg.warm_start and round_index > 1 else None,
+        )
+
+    def engine(self, model) -> Engine:
+        info = ModelInfo(self.cfg.task, list(self.train_set.class_names), self.cfg.resize, model.config.to_dict())
+        return Engine(TorchBackend(model, info, self.device), batch_size=max(self.cfg.batch_size, 1))
+
+
 def _run_round(
-    cfg: TrainConfig,
-    train_set: LabelledDataset,
-    val_set: LabelledDataset | None,
-    labels: dict[str, Path],
-    round_index: int,
-    out: Path,
-    device: str,
-    dist_info: DistInfo,
-    progress: bool,
+    run: _Run, val_set: LabelledDataset | None, labels: dict[str, Path], round_index: int
 ) -> tuple[dict, Engine | None]:
     """Train and score one round; the engine over its model is returned on the main rank only."""
+    out, train_set = run.out, run.train_set
     round_dir = out / f"round_{round_index}"
-    pairs = [Pair(s.key, s.image, labels[s.key]) for s in train_set.samples if s.key in labels]
+    pairs = _pairs(train_set, labels)
     if not pairs:
         raise RuntimeError(f"round {round_index}: no training labels left (all images dropped?)")
     stats = label_statistics(train_set, labels)
-    if dist_info.is_main:
+    if run.dist_info.is_main:
         round_dir.mkdir(parents=True, exist_ok=True)
         (round_dir / "label_stats.json").write_text(json.dumps(stats, indent=2))
-    dataset = LabelMapDataset(pairs, cfg.resize, cfg.crop, cfg.flip, cfg.seed, round_index)
-    model = train_round(
-        dataset,
-        cfg,
-        train_set.num_classes,
-        round_index,
-        cfg.task,
-        train_set.class_names,
-        out / "last.pt",
-        device,
-        dist_info,
-        progress,
-        init_from=out / f"round_{round_index - 1}" / "checkpoint.pt" if cfg.warm_start and round_index > 1 else None,
-    )
+    model = run.train(pairs, round_index, out / "last.pt", out / f"round_{round_index - 1}" / "checkpoint.pt")
     metrics: dict = {"round": round_index, "train_images": len(pairs), "steps": model.steps, "labels": stats}
-    if not dist_info.is_main:
+    if not run.dist_info.is_main:
         return metrics, None
     # The round's checkpoint is its last epoch's full state (weights, optimizer, config, position).
     save_checkpoint(load_checkpoint(out / "last.pt"), round_dir / "checkpoint.pt")
-    engine = _engine(model, cfg, train_set.class_names, device)
+    engine = run.engine(model)
     if train_set.has_ground_truth:
         metrics["train_labels_quality"] = score_label_maps(train_set, labels)
     if val_set is not None and val_set.has_ground_truth:
-        metrics["val"] = evaluate_engine(engine, val_set, progress=progress)
+        metrics["val"] = evaluate_engine(engine, val_set, progress=run.progress)
         write_overlays(engine, val_set, round_dir / "overlays")
     return metrics, engine
 
 
-def _engine(model, cfg: TrainConfig, class_names: list[str], device: str) -> Engine:
-    info = ModelInfo(cfg.task, list(class_names), cfg.resize, model.config.to_dict())
-    return Engine(TorchBackend(model, info, device), batch_size=max(cfg.batch_size, 1))
+def _pairs(train_set: LabelledDataset, labels: dict[str, Path], skip_fold: int | None = None,
+           folds: int = 1) -> list[Pair]:
+    """Training pairs of the labelled images, leaving out one relabelling fold when asked."""
+    return [Pair(s.key, s.image, labels[s.key]) for s in train_set.samples
+            if s.key in labels and (skip_fold is None or relabel_fold(s.key, folds) != skip_fold)]
+
+
+def relabel_fold(key: str, folds: int) -> int:
+    """The cross-fitting fold of an image: fixed by its key, so it is the same in every round."""
+    return key_seed(f"relabel-fold:{key}") % folds
+
+
+def _fold_engines(run: _Run, labels: dict[str, Path], round_index: int) -> tuple[list[Engine | None], list[int]]:
+    """Cross-fitted relabelling models: model F is trained without fold F's images, then labels them.
+
+    A round's model predicting its own training images partly recites the labels it was trained
+    on, so a wrong label (a low-contrast object whose coarse mask caught the background) comes back
+    as confident as a right one and grows round after round. A model that never saw the image
+    cannot recite it. With ``warm_start`` fold F starts from the previous round's fold-F model,
+    which never saw those images either. Each fold's ``last.pt`` makes it resumable like a round.
+    Returns the engines (None off the main rank) and each fold model's optimizer steps.
+    """
+    engines: list[Engine | None] = []
+    steps: list[int] = []
+    folds = run.cfg.relabel_folds
+    for fold in range(folds):
+        model = run.train(_pairs(run.train_set, labels, fold, folds), round_index,
+                          run.out / f"round_{round_index}" / f"fold_{fold}" / "last.pt",
+                          run.out / f"round_{round_index - 1}" / f"fold_{fold}" / "last.pt")
+        engines.append(run.engine(model) if run.dist_info.is_main else None)
+        steps.append(model.steps)
+    return engines, steps
 
 
 def _relabel(
-    cfg: TrainConfig, train_set: LabelledDataset, engine: Engine, labels_dir: Path, progress: bool
+    cfg: TrainConfig, train_set: LabelledDataset, engines: list[Engine], labels_dir: Path, progress: bool
 ) -> tuple[dict[str, Path], int]:
     """Predict every training image with this round's model and clean it into next round's labels.
+
+    With several ``engines`` (cross-fitted folds) each image is predicted by its fold's engine.
 
     The model runs in this thread; the post-processing (GrabCut dominates it) runs on
     ``cfg.mask_workers`` threads, which OpenCV lets run in parallel. GrabCut is seeded per key,
@@ -212,6 +261,7 @@ def _relabel(
         pending: deque[Future] = deque()
         for sample in train_set.samples:
             image = read_image(sample.image)
+            engine = engines[relabel_fold(sample.key, len(engines))]
             probs, _ = next(iter(engine.probabilities([image])))
             pending.append(pool.submit(clean, sample, image, probs))
             while pending and (pending[0].done() or len(pending) > 2 * workers):

@@ -5,9 +5,9 @@ optimizer and position. Because all randomness is seeded from (seed, round, epoc
 takes exactly the steps an unbroken one would.
 
 With ``ema_decay`` > 0 the round's model is an exponential moving average of the trained weights
-(``torch.optim.swa_utils.AveragedModel``). Short, high-lr rounds end wherever the last few batches
-pushed them; the average is far less of a lottery, which matters because each round's model labels
-the next round's data.
+(``torch.optim.swa_utils.AveragedModel``): a round's end then depends less on its last few batches,
+which is standard practice for long runs. On the short demo rounds it did not help on average
+(README, "Three options go beyond the paper").
 """
 
 from __future__ import annotations
