@@ -264,6 +264,47 @@ def test_cross_fitted_relabelling_trains_a_model_per_fold_without_its_images(tmp
     assert (out / "round_3" / "checkpoint.pt").exists()
 
 
+def test_resume_after_a_kill_while_training_a_fold_matches_unbroken_run(tmp_path, demo_data, monkeypatch) -> None:
+    import c2f.training.recursive as recursive
+    from c2f.data.layouts import load_dataset
+
+    cfg = TrainConfig(rounds=2, epochs=2, batch_size=4, lr=0.01, resize=64, crop=48, relabel_folds=2,
+                      warm_start=True, device="cpu")
+    data = load_dataset(demo_data)
+    recursive.train_recursive(cfg, data, tmp_path / "unbroken", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill(_epoch: int) -> None:
+        raise Killed
+
+    fold_1_epochs: list[tuple[int, int]] = []  # (round, epoch) trained in fold 1, after the kill
+
+    def train_round_watching_fold_1(dataset, cfg, num_classes, round_index, task, class_names, last_path, *args,
+                                    **kwargs):
+        if last_path.parent.name == "fold_1":
+            kwargs["on_epoch_end"] = kill if killing else (lambda epoch: fold_1_epochs.append((round_index, epoch)))
+        return train_round(dataset, cfg, num_classes, round_index, task, class_names, last_path, *args, **kwargs)
+
+    train_round = recursive.train_round
+    monkeypatch.setattr(recursive, "train_round", train_round_watching_fold_1)
+    out, killing = tmp_path / "killed", True
+    with pytest.raises(Killed):  # after fold 1's first epoch is saved
+        recursive.train_recursive(cfg, data, out, progress=False)
+    assert load_checkpoint(out / "round_1" / "fold_1" / "last.pt")["epoch"] == 0
+    assert not (out / "round_1" / "metrics.json").exists()
+    killing = False
+    recursive.train_recursive(cfg, data, out, resume=True, progress=False)
+    assert fold_1_epochs == [(1, 1)], "fold 1 continued from its checkpoint instead of starting over"
+    _assert_same_final_weights(out, tmp_path / "unbroken")
+
+    def round_2_labels(run: Path) -> dict[Path, bytes]:
+        return {p.relative_to(run): p.read_bytes() for p in run.glob("round_2/labels/*/*.png")}
+
+    assert round_2_labels(out) and round_2_labels(out) == round_2_labels(tmp_path / "unbroken")
+
+
 def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> None:
     """With lr 0 training moves no parameter, so the result shows where the round started."""
     from c2f.data.io import read_mask, write_label_png

@@ -157,7 +157,9 @@ def train_round(
             running += float(loss.detach())
             bar.set_postfix(loss=f"{running / (batch_index + 1):.3f}")
         if dist_info.is_main:
-            extra = {} if average is None else {"trained": model.state_dict(), "averaged_steps": int(average.n_averaged)}
+            extra = {}
+            if average is not None:  # resuming needs the SGD weights and the average's step count too
+                extra = {"trained": model.state_dict(), "averaged_steps": int(average.n_averaged)}
             save_checkpoint(
                 make_checkpoint(
                     model if average is None else average.module,
