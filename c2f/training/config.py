@@ -39,8 +39,8 @@ class TrainConfig:
     # Round k > 1 starts from round k-1's weights instead of ImageNet: the rounds then add up to
     # one long training on ever better labels, which pays off when each round is short (CPU runs).
     warm_start: bool = False
-    # > 0: each round's model is an exponential moving average of its weights (e.g. 0.99), not the
-    # last step's; steadier labels for the next round. 0 (the paper): the last step's weights.
+    # > 0: each round's model is an exponential moving average of its weights (e.g. 0.99), so it
+    # depends less on the round's last batches. 0 (the paper): the last step's weights.
     ema_decay: float = 0.0
     # > 1: between rounds, each image is relabelled by a model trained without it (that many folds,
     # each trained like the round on the other folds' images). 1 (the paper): the round's own model.
