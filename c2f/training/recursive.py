@@ -109,7 +109,7 @@ def train_recursive(
             if cfg.relabel_folds > 1:
                 engines, metrics["relabel_fold_steps"] = _fold_engines(run, labels, round_index)
             if engine is not None:
-                relabelled, rescued = _relabel(cfg, train_set, engines, next_dir, progress)
+                relabelled, rescued = _relabel(run, engines, next_dir)
                 metrics["next_labels"] = label_statistics(train_set, relabelled) | {"objectness_fallback": rescued}
             barrier(dist_info)
             relabelled = _existing_labels(train_set, next_dir)
@@ -225,9 +225,7 @@ def _fold_engines(run: _Run, labels: dict[str, Path], round_index: int) -> tuple
     return engines, steps
 
 
-def _relabel(
-    cfg: TrainConfig, train_set: LabelledDataset, engines: list[Engine], labels_dir: Path, progress: bool
-) -> tuple[dict[str, Path], int]:
+def _relabel(run: _Run, engines: list[Engine], labels_dir: Path) -> tuple[dict[str, Path], int]:
     """Predict every training image with this round's model and clean it into next round's labels.
 
     With several ``engines`` (cross-fitted folds) each image is predicted by its fold's engine.
@@ -238,6 +236,7 @@ def _relabel(
     """
     # Start clean: a killed earlier attempt may have left labels of images dropped this time.
     shutil.rmtree(labels_dir, ignore_errors=True)
+    cfg, train_set = run.cfg, run.train_set
 
     def clean(sample, image, probs) -> tuple[str, RoundLabel]:
         return sample.key, postprocess_prediction(
@@ -257,7 +256,7 @@ def _relabel(
     rescued: list[str] = []  # kept through the objectness fallback of postprocess_prediction
     workers = max(cfg.mask_workers, 1)
     with ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=len(train_set.samples), desc="relabel", disable=not progress, leave=False) as bar:
+            tqdm(total=len(train_set.samples), desc="relabel", disable=not run.progress, leave=False) as bar:
         pending: deque[Future] = deque()
         for sample in train_set.samples:
             image = read_image(sample.image)
