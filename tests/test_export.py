@@ -14,10 +14,11 @@ from c2f.inference import Engine, OnnxBackend, TorchBackend, to_batch
 
 
 @pytest.mark.parametrize("arch,backbone", [
-    ("deeplab", "efficientnet-lite0"), ("fpn", "efficientnet-lite0"), ("deeplab", "resnet50"), ("fpn", "resnet50"),
+    ("deeplab", "efficientnet-lite0"), ("deeplab-lite", "efficientnet-lite0"), ("fpn", "efficientnet-lite0"),
+    ("deeplab", "resnet50"), ("fpn", "resnet50"),
 ])
 def test_export_parity(tmp_path, demo_data, checkpoint_factory, arch, backbone) -> None:
-    task = "semantic" if arch == "deeplab" else "foreground"
+    task = "foreground" if arch == "fpn" else "semantic"
     classes = ("background", "disc", "square", "triangle") if task == "semantic" else ("background", "foreground")
     checkpoint = checkpoint_factory(tmp_path / "m.pt", arch, backbone, task, classes, input_size=96)
     images = [read_image(p) for p in sorted((demo_data / "images").rglob("*.jpg"))[:3]]

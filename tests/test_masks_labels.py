@@ -137,6 +137,21 @@ def test_postprocess_foreign_classes_count_only_when_the_own_class_is_not_found(
     np.testing.assert_array_equal(rescued.label_map == 1, own_object | patch)
 
 
+def test_postprocess_objectness_threshold_is_separate_from_the_drop_filter():
+    """Inference keeps every image (min_fg=0) but still rescues an object found under a wrong class."""
+    image = np.zeros((40, 40, 3), np.uint8)
+    own_object = _square(40, 5, 15)
+    probs = np.full((4, 40, 40), 0.02, np.float32)
+    probs[0] = 0.9
+    probs[0][own_object], probs[3][own_object] = 0.1, 0.85  # the object, under another class's name
+    today = postprocess_prediction(image, probs, (1,), grabcut=False, min_fg=0.0, max_fg=1.0)
+    assert not today.objectness_fallback and not (today.label_map > 0).any()  # None: the threshold is min_fg
+    kept = postprocess_prediction(image, probs, (1,), grabcut=False, min_fg=0.0, max_fg=1.0, objectness_below=0.01)
+    assert kept.objectness_fallback and kept.dropped is None
+    np.testing.assert_array_equal(kept.label_map == 1, own_object)
+    assert set(np.unique(kept.label_map)) == {0, 1}
+
+
 def test_postprocess_drops_too_small_and_too_large_foregrounds():
     image = np.zeros((50, 50, 3), np.uint8)
     tiny = np.zeros((50, 50), bool)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -81,3 +83,184 @@ def test_every_command_has_help() -> None:
     for name in ("demo", "masks", "train", "evaluate", "export", "segment", "serve"):
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0 and "Example" in result.output, name
+
+
+# ----------------------------------------------------------------------------- label-aware segmentation
+
+DEMO = ("disc", "square", "triangle")  # the classes of ``semantic_onnx`` after background
+
+
+def _allowed(names) -> set[int]:
+    return {0} | {DEMO.index(name) + 1 for name in names}
+
+
+def _class_folders(root, demo_data) -> dict[str, tuple[str, ...]]:
+    """The demo images in their class folders (one nested deeper), plus one image with no folder."""
+    shutil.copytree(demo_data / "images", root)
+    (root / "disc" / "2021").mkdir()
+    shutil.move(root / "disc" / "disc_005.jpg", root / "disc" / "2021" / "disc_005.jpg")
+    shutil.copy(root / "square" / "square_000.jpg", root / "loose.jpg")
+    return {p.relative_to(root).as_posix(): (p.relative_to(root).parts[0],)
+            for p in root.rglob("*.jpg") if p.parent != root}
+
+
+def _check_restricted(src, out, expected: dict[str, tuple[str, ...]], engine: Engine) -> None:
+    """Every mask holds only background and its image's labels, equals the engine's, and the labels
+    matter: without them the model puts other classes into at least half of the images."""
+    records = {r["path"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    changed = 0
+    for rel, names in expected.items():
+        image = read_image(src / rel)
+        label = np.asarray(Image.open((out / rel).with_suffix(".png")))
+        assert set(np.unique(label)) <= _allowed(names), (rel, np.unique(label))
+        assert (label > 0).any(), rel
+        assert np.array_equal(label, engine.segment([image], labels=[names])[0].label_map), rel
+        assert records[rel]["labels"] == list(names) and set(records[rel]["classes"]) <= set(names)
+        free = engine.segment([image])[0].label_map
+        changed += not set(np.unique(free)) <= _allowed(names)
+    assert changed >= len(expected) / 2, "the unrestricted model already keeps to the labels: test is vacuous"
+
+
+def test_labels_from_folders_restricts_each_mask_to_its_folder_class(tmp_path, demo_data, semantic_onnx) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    expected = _class_folders(src, demo_data)
+    assert expected["disc/2021/disc_005.jpg"] == ("disc",)  # a subfolder keeps its class folder's class
+    args = ["segment", str(src), "-o", str(out), "--model", str(semantic_onnx), "--no-progress",
+            "--labels-from", "folders", "--format", "label", "--format", "mask"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == len(expected)
+    assert report["failed"] == [{"path": "loose.jpg", "reason": "no labels given for this image"}]
+    assert not (out / "loose.png").exists()
+    _check_restricted(src, out, expected, Engine.open(semantic_onnx))
+    for rel in expected:  # the mask is the labelled object, nothing else
+        stem = (out / rel).with_suffix("")
+        assert np.array_equal(read_mask(f"{stem}_mask.png") > 0, np.asarray(Image.open(f"{stem}.png")) > 0)
+
+    again = CliRunner().invoke(cli, args)  # resume: nothing redone, the unlabelled image still reported
+    assert again.exit_code == 0, again.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == 0 and report["skipped_already_done"] == len(expected)
+    assert [f["path"] for f in report["failed"]] == ["loose.jpg"]
+
+
+def test_labels_from_file_with_several_classes_per_image(tmp_path, demo_data, semantic_onnx) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    _class_folders(src, demo_data)
+    expected = {"disc/disc_000.jpg": ("disc",), "square/square_001.jpg": ("square", "triangle"),
+                "triangle/triangle_002.jpg": ("triangle",), "loose.jpg": ("disc", "square")}
+    listing = tmp_path / "labels.txt"
+    listing.write_text("# image<TAB>classes\n\n" + "".join(f"{rel}\t{','.join(names)}\n" for rel, names in expected.items())
+                       + "gone/missing.jpg\tdisc\n")
+    result = CliRunner().invoke(
+        cli, ["segment", str(src), "-o", str(out), "--model", str(semantic_onnx), "--no-progress", "--labels-from",
+              str(listing), "--include", "disc/disc_000.jpg", "--include", "square/*", "--include", "triangle/*",
+              "--include", "loose.jpg"])
+    assert result.exit_code == 0, result.output
+    assert "1 images in" in result.stderr and "gone/missing.jpg" in result.stderr  # a listed image not found
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == len(expected)
+    unlisted = {f["path"] for f in report["failed"]}
+    included = [p.relative_to(src).as_posix() for folder in ("square", "triangle") for p in (src / folder).glob("*.jpg")]
+    assert unlisted == set(included) - set(expected)  # reported, not segmented unrestricted
+    _check_restricted(src, out, expected, Engine.open(semantic_onnx))
+
+
+@pytest.mark.parametrize("source", ["folders", "file", "file with background"])
+def test_labels_from_unknown_class_is_a_one_line_error_before_any_work(tmp_path, demo_data, semantic_onnx,
+                                                                       source) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    _class_folders(src, demo_data)
+    bad = "background" if source == "file with background" else "zebra"
+    if source == "folders":
+        shutil.copytree(src / "disc", src / bad)
+        labels_from = "folders"
+    else:
+        labels_from = str(tmp_path / "labels.txt")
+        (tmp_path / "labels.txt").write_text(f"disc/disc_000.jpg\tdisc\nsquare/square_000.jpg\tsquare,{bad}\n")
+    result = CliRunner().invoke(cli, ["segment", str(src), "-o", str(out), "--model", str(semantic_onnx),
+                                      "--no-progress", "--labels-from", labels_from])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert f"'{bad}'" in errors[0] and "this model's classes: disc, square, triangle" in errors[0], errors[0]
+    assert not out.exists()  # stopped before any work
+
+
+def test_label_file_format_errors_name_the_line(tmp_path, demo_data, semantic_onnx) -> None:
+    src = tmp_path / "in"
+    _class_folders(src, demo_data)
+    listing = tmp_path / "labels.txt"
+    listing.write_text("disc/disc_000.jpg\tdisc\ndisc/disc_001.jpg disc\n")  # a space, not a TAB
+    result = CliRunner().invoke(cli, ["segment", str(src), "-o", str(tmp_path / "out"), "--model",
+                                      str(semantic_onnx), "--labels-from", str(listing)])
+    assert result.exit_code == 2 and "line 2" in result.output and "<TAB>" in result.output, result.output
+    result = CliRunner().invoke(cli, ["segment", str(src), "-o", str(tmp_path / "out"), "--model",
+                                      str(semantic_onnx), "--labels-from", str(tmp_path / "nope.txt")])
+    assert result.exit_code == 2 and "neither 'folders' nor a label file" in result.output, result.output
+
+
+@pytest.mark.parametrize("crf,grabcut", [(False, False), (True, False), (False, True)])
+def test_engine_labels_by_name_or_index_never_give_another_class(demo_data, semantic_onnx, crf, grabcut) -> None:
+    engine = Engine.open(semantic_onnx)
+    paths = sorted((demo_data / "images").rglob("*.jpg"))[::2]
+    images = [read_image(p) for p in paths]
+    names = [(p.parent.name,) if i % 3 else (p.parent.name, DEMO[(DEMO.index(p.parent.name) + 1) % 3])
+             for i, p in enumerate(paths)]
+    by_name = engine.segment(images, crf=crf, grabcut=grabcut, labels=names)
+    by_index = engine.segment(images, crf=crf, grabcut=grabcut, labels=[engine.class_indices(n) for n in names])
+    free = engine.segment(images, crf=crf, grabcut=grabcut)
+    changed = 0
+    for own, named, indexed, unrestricted in zip(names, by_name, by_index, free):
+        assert set(np.unique(named.label_map)) <= _allowed(own)
+        assert np.array_equal(named.label_map, indexed.label_map)
+        changed += not set(np.unique(unrestricted.label_map)) <= _allowed(own)
+    assert changed >= len(images) / 2
+    mixed = engine.segment(images[:2], crf=crf, grabcut=grabcut, labels=[None, names[1]])  # None: unrestricted
+    assert np.array_equal(mixed[0].label_map, free[0].label_map)
+    assert np.array_equal(mixed[1].label_map, by_name[1].label_map)
+
+
+def test_class_indices_errors_name_the_valid_classes(semantic_onnx) -> None:
+    from c2f.inference import ModelInfo, class_indices
+
+    engine = Engine.open(semantic_onnx)
+    assert engine.class_indices(["square", "Disc", 2]) == (2, 1)  # case-insensitive, duplicates dropped
+    assert engine.class_indices("triangle") == (3,)
+    for bad, message in [(["zebra"], "unknown class 'zebra'; this model's classes: disc, square, triangle"),
+                         (["background"], "'background' is not a label"), ([0], "'background' is not a label"),
+                         ([4], "out of range; this model's classes: 1=disc, 2=square, 3=triangle"),
+                         ([], "no labels given"), ([1.5], "class name or index")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            engine.class_indices(bad)
+    with pytest.raises(ValueError, match="unknown class 'zebra'"):  # checked before the model runs
+        engine.segment([np.zeros((8, 8, 3), np.uint8)], labels=[("zebra",)])
+    with pytest.raises(ValueError, match="2 label entries for 1 images"):
+        engine.segment([np.zeros((8, 8, 3), np.uint8)], labels=[("disc",), ("disc",)])
+    foreground = ModelInfo("foreground", ["background", "foreground"])
+    with pytest.raises(ValueError, match="do not apply to a foreground model"):
+        class_indices(["foreground"], foreground)
+
+
+@pytest.mark.parametrize("grabcut", [False, True])
+def test_objectness_fallback_at_inference_finds_an_object_held_by_another_class(grabcut) -> None:
+    """The model found the disc but called it a triangle: restricted to ``disc``, the disc is kept."""
+    from c2f.data.synthetic import render_demo_image
+    from c2f.inference.engine import label_map_from_probs
+    from c2f.masks.labels import postprocess_prediction
+
+    image, truth = render_demo_image(np.random.default_rng([3, 0, 0]), "disc", 120)
+    probs = np.full((4, *truth.shape), 0.02, np.float32)
+    probs[0][~truth] = 0.94
+    probs[3][truth] = 0.94  # the object is the triangle class's
+    probs /= probs.sum(axis=0)
+    assert (probs.argmax(axis=0)[truth] == 3).all()
+
+    label = label_map_from_probs(image, probs, (1,), grabcut)
+    assert set(np.unique(label)) == {0, 1}
+    found = label == 1
+    assert (found & truth).sum() / (found | truth).sum() > 0.8
+    # Without the fallback the own class finds nothing: what the map above found is the fallback's.
+    off = postprocess_prediction(image, probs, (1,), grabcut=False, min_fg=0.0, max_fg=1.0, objectness_below=0.0)
+    assert not (off.label_map > 0).any() and not off.objectness_fallback

@@ -39,6 +39,7 @@ from c2f.serving.validation import (  # noqa: E402
     label_png,
     parse_bool,
     parse_choice,
+    parse_classes,
     png_bytes,
     rle_decode,
     rle_encode,
@@ -135,10 +136,10 @@ def images() -> dict[str, bytes]:
     }
 
 
-def _reference(engine, data: bytes, crf: bool = False, grabcut: bool = False) -> np.ndarray:
+def _reference(engine, data: bytes, crf: bool = False, grabcut: bool = False, labels=None) -> np.ndarray:
     from c2f.data.io import decode_image
 
-    return engine.segment([decode_image(data)], crf=crf, grabcut=grabcut)[0].label_map
+    return engine.segment([decode_image(data)], crf=crf, grabcut=grabcut, labels=labels)[0].label_map
 
 
 def _png(response) -> Image.Image:
@@ -175,6 +176,7 @@ def test_metadata(client, method, model_path):
     assert meta["device"] == "cpu"
     assert meta["batching"] == {"enabled": True, "max_batch_size": 4, "max_latency_ms": 60_000}
     assert meta["limits"] == {"max_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS}
+    assert meta["selectable_classes"] == ["disc", "square"]
 
 
 # ----------------------------------------------------------------------------- results equal the engine's
@@ -244,6 +246,40 @@ def test_foreground_mask_and_cutout(client, engine, images):
     rgba = np.array(cut)
     assert np.array_equal(rgba[..., :3], decode_image(data))
     assert np.array_equal(rgba[..., 3] == 255, expected)
+
+
+@pytest.mark.parametrize("own,grabcut", [("disc", False), ("square", True)])
+def test_segment_with_classes_never_outputs_another_class(client, engine, images, own, grabcut):
+    """classes=<name>: only background and that class, where the unrestricted model also gives the other."""
+    own_id = CLASSES.index(own)
+    for name in ("scene.png", "odd.png"):
+        data = images[name]
+        free = _reference(engine, data, grabcut=grabcut)
+        assert set(np.unique(free)) - {0, own_id}, "the unrestricted mask already keeps to the class: vacuous"
+        mask = np.array(_png(_post(client, "/segment", data, name, classes=own, grabcut=str(grabcut).lower())))
+        assert set(np.unique(mask)) <= {0, own_id} and (mask == own_id).any()
+        assert np.array_equal(mask, _reference(engine, data, grabcut=grabcut, labels=[(own,)]))
+        as_query = client.post(f"/segment?classes={own}&format=json", files={"image": (name, data)})
+        assert as_query.status_code == 200, as_query.text
+        assert {m["class_name"] for m in as_query.json()["masks"]} <= {"background", own}
+        foreground = np.array(_png(_post(client, "/foreground", data, name, classes=own, grabcut=str(grabcut).lower())))
+        assert np.array_equal(foreground == 255, mask == own_id)
+
+
+def test_segment_with_several_classes(client, engine, images):
+    data = images["scene.png"]
+    mask = np.array(_png(_post(client, "/segment", data, classes=" square , disc")))
+    assert np.array_equal(mask, _reference(engine, data, labels=[("disc", "square")]))
+
+
+@pytest.mark.parametrize("route", ["/segment", "/foreground"])
+@pytest.mark.parametrize("classes,said", [("zebra", "unknown class 'zebra'"), ("disc,Zebra", "unknown class 'Zebra'"),
+                                          ("background", "'background' is not a label")])
+def test_unknown_class_is_a_422_naming_the_valid_classes(client, images, route, classes, said):
+    response = _post(client, route, images["odd.png"], classes=classes)
+    assert response.status_code == 422, response.text
+    reason = response.json()["reason"]
+    assert said in reason and "this model's classes: disc, square" in reason, reason
 
 
 def test_options_as_query_parameters(client, images):
@@ -318,6 +354,7 @@ def bad_requests(images: dict[str, bytes]) -> dict[str, tuple[dict, int]]:
         "format=gif": ({"files": {"image": ("a.png", good)}, "data": {"format": "gif"}}, 422),
         "crf=maybe": ({"files": {"image": ("a.png", good)}, "data": {"crf": "maybe"}}, 422),
         "grabcut=2 in query": ({"files": {"image": ("a.png", good)}, "params": {"grabcut": "2"}}, 422),
+        "classes=zebra": ({"files": {"image": ("a.png", good)}, "data": {"classes": "zebra"}}, 422),
         "raw body, not multipart": ({"content": good, "headers": {"content-type": "image/png"}}, 400),
         "text where the file belongs": ({"data": {"image": "hello"}, "files": {"other": ("x", b"\x89\xff")}}, 400),
     }
@@ -325,7 +362,7 @@ def bad_requests(images: dict[str, bytes]) -> dict[str, tuple[dict, int]]:
 
 BAD_CASES = [
     "no file", "empty body", "empty file", "corrupt image", "text file", "over byte limit",
-    "far over byte limit", "over pixel limit", "format=gif", "crf=maybe", "grabcut=2 in query",
+    "far over byte limit", "over pixel limit", "format=gif", "crf=maybe", "grabcut=2 in query", "classes=zebra",
     "raw body, not multipart", "text where the file belongs",
 ]
 
@@ -500,6 +537,21 @@ def test_parse_choice():
     assert parse_choice("JSON", "format", ("png", "json"), "png") == "json"
     with pytest.raises(RequestError, match="gif"):
         parse_choice("gif", "format", ("png", "json"), "png")
+
+
+def test_parse_classes():
+    from c2f.inference import ModelInfo
+
+    info = ModelInfo("semantic", CLASSES)
+    assert parse_classes(None, info) is None and parse_classes(" , ", info) is None
+    assert parse_classes("square, disc", info) == (2, 1)
+    assert parse_classes(["disc", "square,disc"], info) == (1, 2)  # a repeated field
+    for bad, said in [("zebra", "unknown class 'zebra'"), (3, "comma-separated"),
+                      ("disc", "foreground model")]:
+        target = ModelInfo("foreground", ["background", "foreground"]) if said == "foreground model" else info
+        with pytest.raises(RequestError) as error:
+            parse_classes(bad, target)
+        assert error.value.status == 422 and said in error.value.reason
 
 
 def test_decode_upload_statuses():

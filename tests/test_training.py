@@ -17,6 +17,7 @@ import torch
 
 from c2f.training import TrainConfig
 from c2f.training.checkpoint import load_checkpoint
+from c2f.training.samples import LabelMapDataset
 
 TINY = ["--rounds", "2", "--epochs", "2", "--batch-size", "4", "--lr", "0.01", "--resize", "64", "--crop", "48",
         "--no-progress", "--device", "cpu"]
@@ -164,15 +165,15 @@ def test_distributed_two_processes_take_the_same_steps(tmp_path, demo_data, unbr
                 "--master-port", str(port), "-m", "c2f.cli.main"]
     _finish(_train(demo_data, out, "--val-fraction", "0.25", launcher=launcher))
     # The mask stage was sharded over the ranks: a journal each, outputs identical to one process's.
-    journals = sorted(p.name.split(".", 1)[1] for p in (out / "masks").glob("manifest-*.jsonl"))
+    journals = sorted(p.name.split(".", 1)[1] for p in (out / "mask_stage").glob("manifest-*.jsonl"))
     assert journals == ["rank0-of-2.jsonl", "rank1-of-2.jsonl"]
     for name in journals:
-        (journal,) = (out / "masks").glob(f"manifest-*.{name}")
+        (journal,) = (out / "mask_stage").glob(f"manifest-*.{name}")
         assert journal.read_text().strip(), f"{name} processed no image"
     for stage in ("coarse", "refined", "labels"):
-        ddp_files = {p.relative_to(out / "masks"): p.read_bytes() for p in (out / "masks" / stage).rglob("*.png")}
-        single_files = {p.relative_to(unbroken_run / "masks"): p.read_bytes()
-                        for p in (unbroken_run / "masks" / stage).rglob("*.png")}
+        ddp_files = {p.relative_to(out / "mask_stage"): p.read_bytes() for p in (out / "mask_stage" / stage).rglob("*.png")}
+        single_files = {p.relative_to(unbroken_run / "mask_stage"): p.read_bytes()
+                        for p in (unbroken_run / "mask_stage" / stage).rglob("*.png")}
         assert ddp_files and ddp_files == single_files, stage
     ddp = json.loads((out / "round_1" / "metrics.json").read_text())
     single = json.loads((unbroken_run / "round_1" / "metrics.json").read_text())
@@ -229,7 +230,7 @@ def test_foreground_task_trains_fpn(tmp_path, demo_data) -> None:
                             "--generator", "box", "--generator-option", "fraction=0.6"))
     assert "round 2:" in output
     # The generator option reached the mask stage (and the saved config, for --resume).
-    summary = json.loads((out / "masks" / "summary.json").read_text())
+    summary = json.loads((out / "mask_stage" / "summary.json").read_text())
     assert summary["settings"]["generator_settings"] == {"fraction": 0.6}
     assert TrainConfig.from_file(out / "config.yaml").generator_options == {"fraction": 0.6}
     checkpoint = load_checkpoint(out / "round_2" / "checkpoint.pt")
@@ -240,14 +241,13 @@ def test_foreground_task_trains_fpn(tmp_path, demo_data) -> None:
 
 
 def test_cross_fitted_relabelling_trains_a_model_per_fold_without_its_images(tmp_path, demo_data) -> None:
-    from c2f.data.layouts import load_dataset
     from c2f.training.recursive import _existing_labels, _pairs, relabel_fold
 
     out = tmp_path / "folds"
     output = _finish(_train(demo_data, out, "--rounds", "3", "--epochs", "1", "--warm-start", "--relabel-folds", "2"))
     assert "round 3:" in output
     data = load_dataset(demo_data)
-    labels = _existing_labels(data, out / "masks" / "labels")
+    labels = _existing_labels(data, out / "mask_stage" / "labels")
     for round_index in (1, 2):
         if round_index > 1:  # a round whose relabelling dropped every image hands its labels on
             labels = _existing_labels(data, out / f"round_{round_index}" / "labels") or labels
@@ -266,7 +266,6 @@ def test_cross_fitted_relabelling_trains_a_model_per_fold_without_its_images(tmp
 
 def test_resume_after_a_kill_while_training_a_fold_matches_unbroken_run(tmp_path, demo_data, monkeypatch) -> None:
     import c2f.training.recursive as recursive
-    from c2f.data.layouts import load_dataset
 
     cfg = TrainConfig(rounds=2, epochs=2, batch_size=4, lr=0.01, resize=64, crop=48, relabel_folds=2,
                       warm_start=True, device="cpu")
@@ -305,20 +304,26 @@ def test_resume_after_a_kill_while_training_a_fold_matches_unbroken_run(tmp_path
     assert round_2_labels(out) and round_2_labels(out) == round_2_labels(tmp_path / "unbroken")
 
 
-def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> None:
-    """With lr 0 training moves no parameter, so the result shows where the round started."""
+def _ground_truth_pairs(demo_data: Path, folder: Path, count: int = 4):
+    """The demo data set and training pairs of its first images on their ground-truth label maps."""
     from c2f.data.io import read_mask, write_label_png
     from c2f.data.layouts import load_dataset
     from c2f.masks.labels import compose_label_map
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
-    from c2f.training.distributed import DistInfo
-    from c2f.training.samples import LabelMapDataset, Pair
-    from c2f.training.trainer import new_model, train_round
+    from c2f.training.samples import Pair
 
     data = load_dataset(demo_data)
-    pairs = [Pair(s.key, s.image, write_label_png(tmp_path / "labels" / f"{s.key}.png",
-                                                   compose_label_map(read_mask(s.mask) > 127, s.labels)))
-             for s in data.samples[:4]]
+    return data, [Pair(s.key, s.image, write_label_png(folder / f"{s.key}.png",
+                                                        compose_label_map(read_mask(s.mask) > 127, s.labels)))
+                  for s in data.samples[:count]]
+
+
+def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> None:
+    """With lr 0 training moves no parameter, so the result shows where the round started."""
+    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.training.distributed import DistInfo
+    from c2f.training.trainer import new_model, train_round
+
+    data, pairs = _ground_truth_pairs(demo_data, tmp_path / "labels")
     cfg = TrainConfig(epochs=1, batch_size=2, lr=0.0, resize=64, crop=48)
     previous = new_model(cfg, data.num_classes, round_index=1)
     with torch.no_grad():
@@ -346,17 +351,10 @@ def test_weight_average_follows_the_trained_weights_and_resumes_exactly(tmp_path
     0.25 * (2/11 * w1 + 9/11 * w2) + 0.75 * w3. A round interrupted after its first epoch and resumed
     must end with the same average.
     """
-    from c2f.data.io import read_mask, write_label_png
-    from c2f.data.layouts import load_dataset
-    from c2f.masks.labels import compose_label_map
     from c2f.training.distributed import DistInfo
-    from c2f.training.samples import LabelMapDataset, Pair
     from c2f.training.trainer import train_round
 
-    data = load_dataset(demo_data)
-    pairs = [Pair(s.key, s.image, write_label_png(tmp_path / "labels" / f"{s.key}.png",
-                                                   compose_label_map(read_mask(s.mask) > 127, s.labels)))
-             for s in data.samples[:4]]
+    data, pairs = _ground_truth_pairs(demo_data, tmp_path / "labels")
 
     def run(decay: float, last: Path, on_epoch_end=None):
         cfg = TrainConfig(epochs=3, batch_size=4, lr=0.01, resize=64, crop=48, ema_decay=decay)
@@ -388,3 +386,73 @@ def test_weight_average_follows_the_trained_weights_and_resumes_exactly(tmp_path
         run(0.5, tmp_path / "resumed.pt", on_epoch_end=kill_after_first_epoch)
     resumed = dict(run(0.5, tmp_path / "resumed.pt").named_parameters())
     assert all(torch.allclose(resumed[name], averaged[name], atol=1e-6) for name in averaged)
+
+
+def test_final_masks_are_the_last_models_relabelling(tmp_path, demo_data, unbroken_run) -> None:
+    """OUT/masks of a one-round run is exactly what round 1 of the two-round run relabelled."""
+    import numpy as np
+
+    from c2f.data.io import read_mask
+
+    out = tmp_path / "one-round"
+    _finish(_train(demo_data, out, "--val-fraction", "0.25", "--rounds", "1"))
+    delivered = {p.relative_to(out / "masks" / "labels"): p.read_bytes()
+                 for p in (out / "masks" / "labels").rglob("*.png")}
+    relabelled = {p.relative_to(unbroken_run / "round_2" / "labels"): p.read_bytes()
+                  for p in (unbroken_run / "round_2" / "labels").rglob("*.png")}
+    assert delivered and delivered == relabelled
+    for rel in delivered:
+        label_map = read_mask(out / "masks" / "labels" / rel)
+        mask = read_mask(out / "masks" / "masks" / rel)
+        assert set(np.unique(mask)) <= {0, 255}
+        assert np.array_equal(mask == 255, (label_map != 0) & (label_map != 255))
+    summary = json.loads((out / "masks" / "summary.json").read_text())
+    dropped = json.loads((out / "masks" / "dropped.json").read_text())
+    assert summary["masks"] == len(delivered) and summary["dropped"] == len(dropped)
+    assert summary["checkpoint"] == "round_1/checkpoint.pt"
+    quality = json.loads((out / "masks" / "quality.json").read_text())
+    assert summary["quality"]["miou"] == quality["miou"] and 0.0 < quality["miou"] <= 1.0
+    assert json.loads((out / "metrics.json").read_text())["masks"] == summary
+    # The two-round run delivers its own last model's masks.
+    assert json.loads((unbroken_run / "masks" / "summary.json").read_text())["checkpoint"] == "round_2/checkpoint.pt"
+
+
+@pytest.mark.parametrize("head_only_epochs", [0, 1, 2])
+def test_head_only_epochs_keep_the_imagenet_backbone(tmp_path, demo_data, head_only_epochs) -> None:
+    """During head-only epochs the backbone (weights and BatchNorm statistics) stays ImageNet's."""
+    from c2f.training.distributed import DistInfo
+    from c2f.training.trainer import new_model, train_round
+
+    data, pairs = _ground_truth_pairs(demo_data, tmp_path / "labels")
+    cfg = TrainConfig(arch="deeplab-lite", epochs=2, batch_size=4, lr=0.01, resize=64, crop=48,
+                      freeze_bn=False, head_only_epochs=head_only_epochs)
+    imagenet = new_model(cfg, data.num_classes, 1).state_dict()
+    per_epoch = []
+    last = tmp_path / "last.pt"
+    model = train_round(LabelMapDataset(pairs, 64, 48), cfg, data.num_classes, 1, "semantic", data.class_names,
+                        last, "cpu", DistInfo(), progress=False,
+                        on_epoch_end=lambda epoch: per_epoch.append(load_checkpoint(last)["model"]))
+    for epoch, state in enumerate(per_epoch):
+        frozen = epoch < head_only_epochs
+        backbone = [name for name in imagenet if name.startswith("backbone.")]
+        assert all(torch.equal(state[name], imagenet[name]) for name in backbone) == frozen, epoch
+        assert not torch.equal(state["head.classifier.weight"], imagenet["head.classifier.weight"])
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_lite_model_trained_head_first_exports_with_parity(tmp_path, demo_data) -> None:
+    """The CPU recipe's model (deeplab-lite, a head-only epoch, then fine-tuning) exports like any other."""
+    from c2f.data.io import read_image
+    from c2f.export import export_onnx
+    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.training.distributed import DistInfo
+    from c2f.training.trainer import train_round
+
+    data, pairs = _ground_truth_pairs(demo_data, tmp_path / "labels", count=8)
+    cfg = TrainConfig(arch="deeplab-lite", epochs=3, batch_size=4, lr=0.01, resize=96, crop=80, head_only_epochs=1)
+    model = train_round(LabelMapDataset(pairs, 96, 80), cfg, data.num_classes, 1, "semantic", data.class_names,
+                        tmp_path / "last.pt", "cpu", DistInfo(), progress=False)
+    checkpoint = save_checkpoint(make_checkpoint(model, "semantic", data.class_names, 96), tmp_path / "m.pt")
+    images = [read_image(s.image) for s in data.samples[:6]]
+    parity = export_onnx(checkpoint, tmp_path / "m.onnx", images)
+    assert parity.argmax_agreement >= 0.999

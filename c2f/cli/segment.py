@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from .options import model_options, progress_option, refine_options
+
+if TYPE_CHECKING:
+    from c2f.inference import Engine
+
+_LABELS_HINT = "'--labels-from'"
 
 
 @click.command("segment")
@@ -21,28 +27,85 @@ from .options import model_options, progress_option, refine_options
 @click.option("--include", multiple=True, default=("*",), show_default=True, help="Glob of files to take (repeatable).")
 @click.option("--exclude", multiple=True, default=(), help="Glob of files to leave out (repeatable).")
 @click.option("--workers", type=int, default=2, show_default=True, help="Threads decoding and writing images.")
+@click.option(
+    "--labels-from", "labels_from", metavar="folders|FILE", default=None,
+    help="Known classes per image: each mask then holds only background and those classes. 'folders': "
+         "the class folder directly under INPUT_DIR that holds the image (INPUT_DIR/cat/**/*.jpg is cat); "
+         "FILE: lines 'relative/path.jpg<TAB>class[,class...]', paths relative to INPUT_DIR (# comments "
+         "allowed). Images without labels are reported as failed; an unknown class stops before any work.",
+)
 @refine_options
 @model_options
 @progress_option
 def command(
     input_dir: Path, out_dir: Path, model: Path, formats: tuple[str, ...], include: tuple[str, ...],
-    exclude: tuple[str, ...], workers: int, crf: bool, grabcut: bool, batch_size: int, keep_aspect: bool, device: str, threads: int | None,
-    progress: bool,
+    exclude: tuple[str, ...], workers: int, labels_from: str | None, crf: bool, grabcut: bool, batch_size: int,
+    keep_aspect: bool, device: str, threads: int | None, progress: bool,
 ) -> None:
     """Segment every image under INPUT_DIR, mirroring the tree into --out.
 
     Already segmented images are skipped, so an interrupted run continues where it stopped; unreadable
-    files are listed in OUT/report.json and skipped.
+    files are listed in OUT/report.json and skipped. With --labels-from, OUT/results.jsonl records the
+    labels each image was segmented with.
 
     \b
     Example:
       c2f segment photos/ -o masks/ --model model.onnx --format label --format overlay --crf
+      c2f segment sorted_photos/ -o masks/ --model model.onnx --labels-from folders --format cutout
+      c2f segment photos/ -o masks/ --model model.onnx --labels-from labels.txt
     """
     from c2f.inference import Engine
-    from c2f.inference.folder import segment_folder
+    from c2f.inference.folder import find_files, segment_folder
 
+    names = None
+    if labels_from is not None:
+        rels = [path.relative_to(input_dir).as_posix() for path in find_files(input_dir, include, exclude)]
+        names = _label_names(labels_from, rels)
     engine = Engine.open(model, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
-    report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress, workers)
+    labels = _resolve(engine, names, labels_from) if names is not None else None
+    report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress, workers,
+                            labels=labels)
     click.echo(json.dumps(report.to_dict() | {"failed": len(report.failed)}))
     for path, reason in report.failed:
         click.echo(f"skipped {path}: {reason}", err=True)
+
+
+def _label_names(labels_from: str, rels: list[str]) -> dict[str, tuple[str, ...]]:
+    """Class names per relative image path from ``folders`` or a label file (format errors here)."""
+    from c2f.inference.folder import folder_labels, read_label_file
+
+    if labels_from == "folders":
+        names = folder_labels(rels)
+        if not names:
+            raise click.BadParameter("no images in class folders under INPUT_DIR", param_hint=_LABELS_HINT)
+        return names
+    path = Path(labels_from)
+    if not path.is_file():
+        raise click.BadParameter(f"{labels_from!r} is neither 'folders' nor a label file", param_hint=_LABELS_HINT)
+    try:
+        names = read_label_file(path)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise click.BadParameter(str(error), param_hint=_LABELS_HINT) from None
+    missing = sorted(set(names) - set(rels))
+    if missing:
+        shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        click.echo(f"warning: {len(missing)} images in {path} are not under INPUT_DIR or are excluded: {shown}",
+                   err=True)
+    return names
+
+
+def _resolve(engine: "Engine", names: dict[str, tuple[str, ...]], labels_from: str) -> dict[str, tuple[int, ...]]:
+    """Class names -> the model's indices, so an unknown class stops the run before any image is read."""
+    if engine.info.task == "foreground":
+        raise click.BadParameter(
+            "labels do not apply to a foreground model (it segments the object of any class); leave out "
+            "--labels-from", param_hint=_LABELS_HINT,
+        )
+    resolved = {}
+    for rel, classes in names.items():
+        try:
+            resolved[rel] = engine.class_indices(classes)
+        except ValueError as error:
+            where = f"folder {rel.split('/', 1)[0]}/" if labels_from == "folders" else f"{rel} in {labels_from}"
+            raise click.BadParameter(f"{error} ({where})", param_hint=_LABELS_HINT) from None
+    return resolved

@@ -15,7 +15,9 @@ from .options import device_option, generator_option, layout_option, progress_op
 @layout_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
 @click.option("--task", type=click.Choice(["semantic", "foreground"]), default=None, help="[default: semantic]")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML/TOML of TrainConfig fields.")
+@click.option("--config", "config_file", default=None,
+              help="A bundled recipe by name (cpu: sized for a CPU, see c2f/configs/cpu.yaml) or a YAML/TOML "
+                   "file of TrainConfig fields; command-line options override it.")
 @click.option("--val-data", type=click.Path(exists=True, path_type=Path), default=None, help="Images with ground-truth masks for per-round metrics.")
 @click.option("--val-fraction", type=float, default=0.0, show_default=True, help="Hold out this share of --data (it needs masks) for validation.")
 @click.option("--rounds", type=int, default=None, help="[default: 5]")
@@ -24,6 +26,12 @@ from .options import device_option, generator_option, layout_option, progress_op
 @click.option("--lr", type=float, default=None, help="Backbone learning rate; the head gets 10x [default: 2.5e-4].")
 @click.option("--resize", type=int, default=None, help="[default: 321]")
 @click.option("--crop", type=int, default=None, help="[default: 256]")
+@click.option("--arch", type=click.Choice(["deeplab", "deeplab-lite", "fpn"]), default=None,
+              help="Decoder: deeplab (the paper's), deeplab-lite (about a fifth of its cost, for CPUs) or fpn "
+                   "[default: deeplab for semantic, fpn for foreground].")
+@click.option("--head-only-epochs", type=int, default=None,
+              help="Train only the decoder, on the frozen ImageNet backbone, for this many epochs of each round "
+                   "that starts from ImageNet [default: 0].")
 @click.option("--backbone", default=None, help="efficientnet-lite0 (default), resnet50, resnet101.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Backbone ImageNet weights file (ResNet).")
 @click.option("--generator", default=None, help="Coarse mask generator: saliency (default), folder, box, ufs, cam.")
@@ -40,15 +48,16 @@ from .options import device_option, generator_option, layout_option, progress_op
 @device_option
 @progress_option
 def command(
-    data: Path, layout: str, out: Path, task: str | None, config_file: Path | None, val_data: Path | None,
+    data: Path, layout: str, out: Path, task: str | None, config_file: str | None, val_data: Path | None,
     val_fraction: float, resume: bool, device: str, progress: bool, **overrides,
 ) -> None:
     """Train from image-level labels: coarse masks -> GrabCut -> rounds of train, relabel, retrain.
 
     \b
     Examples:
-      c2f train --data photos/ --out runs/photos --rounds 5
-      c2f train --task foreground --data horses/ --out runs/horse --config configs/cpu.yaml
+      c2f train --data photos/ --out runs/photos --config cpu    # the CPU recipe
+      c2f train --data photos/ --out runs/photos --rounds 5      # the paper's settings
+      c2f train --task foreground --data horses/ --out runs/horse --config cpu-foreground
       c2f train --data photos/ --out runs/photos --generator ufs --generator-option generations=3
       c2f train --data photos/ --out runs/photos --resume        # after a kill
       torchrun --nproc-per-node 2 -m c2f.cli.main train --data photos/ --out runs/ddp
@@ -57,7 +66,10 @@ def command(
     from c2f.data.layouts import load_dataset
     from c2f.training import TrainConfig, train_recursive
 
-    cfg = TrainConfig.from_file(config_file) if config_file else TrainConfig()
+    try:
+        cfg = TrainConfig.from_recipe(config_file) if config_file else TrainConfig()
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--config") from None
     if resume and (out / "config.yaml").exists() and config_file is None:
         cfg = TrainConfig.from_file(out / "config.yaml")
     cfg = cfg.updated(task=task, device=device, **overrides)

@@ -1,7 +1,7 @@
 """One inference engine over ONNX Runtime or a torch checkpoint, shared by CLI, evaluation and server."""
 
 from .backends import Backend, ModelInfo, OnnxBackend, TorchBackend, load_backend
-from .engine import Engine, Prediction, softmax_resized, to_batch
+from .engine import Engine, Prediction, class_indices, softmax_resized, to_batch
 
 __all__ = [
     "Backend",
@@ -10,6 +10,7 @@ __all__ = [
     "OnnxBackend",
     "Prediction",
     "TorchBackend",
+    "class_indices",
     "load_backend",
     "softmax_resized",
     "to_batch",

@@ -88,20 +88,77 @@ def softmax_resized(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     return probs
 
 
+# At inference an image is never dropped, but the objectness fallback of the between-round rule
+# stays: own classes finding under 1 % of the image means the model found the object under another
+# class's name (see c2f.masks.labels.postprocess_prediction).
+OBJECTNESS_BELOW = 0.01
+
+Label = int | str
+
+
+def class_indices(labels: Iterable[Label], info: ModelInfo) -> tuple[int, ...]:
+    """Class names or indices -> the model's class indices (duplicates dropped, order kept).
+
+    An image's labels name the classes it contains; background is always allowed, so it is not a
+    label. A name matches exactly, else case-insensitively. Unknown names, indices out of range,
+    background, an empty list and any label for a foreground (class-agnostic) model raise a
+    ``ValueError`` naming the valid classes: a mistyped class must never silently change a mask.
+    A single name or index stands for a list of one.
+    """
+    if isinstance(labels, (str, int, np.integer)):
+        labels = (labels,)
+    if info.task == "foreground":
+        raise ValueError(
+            "labels do not apply to a foreground model: it segments the object of any class "
+            f"(its classes are {', '.join(info.class_names)}); leave the labels out"
+        )
+    valid = ", ".join(info.class_names[1:])
+    exact = {name: index for index, name in enumerate(info.class_names)}
+    folded = {name.lower(): index for index, name in enumerate(info.class_names)}
+    indices = []
+    for label in labels:
+        if isinstance(label, str):
+            index = exact.get(label.strip(), folded.get(label.strip().lower()))
+            if index is None:
+                raise ValueError(f"unknown class {label!r}; this model's classes: {valid}")
+        elif isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+            index = int(label)
+            if not 0 <= index < info.num_classes:
+                raise ValueError(f"class index {index} out of range; this model's classes: "
+                                 f"{_numbered(info.class_names)}")
+        else:
+            raise ValueError(f"a label must be a class name or index, got {label!r}")
+        if index == 0:
+            raise ValueError(f"{info.class_names[0]!r} is not a label (it is always allowed); "
+                             f"this model's classes: {valid}")
+        indices.append(index)
+    if not indices:
+        raise ValueError(f"no labels given; name at least one of this model's classes: {valid}")
+    return tuple(dict.fromkeys(indices))
+
+
+def _numbered(class_names: Sequence[str]) -> str:
+    return ", ".join(f"{index}={name}" for index, name in enumerate(class_names) if index)
+
+
 def label_map_from_probs(
     image: np.ndarray, probs: np.ndarray, labels: tuple[int, ...] | None, grabcut: bool
 ) -> np.ndarray:
     """Argmax, optionally over the image's own classes and with the foreground re-cut by GrabCut.
 
-    Uses the same post-processing as the between-round relabelling, with no foreground filter:
-    at inference an image is never dropped.
+    Uses the same post-processing as the between-round relabelling (own classes only, the
+    objectness fallback when they find almost nothing, optional GrabCut), with no foreground
+    filter: at inference an image is never dropped. With ``labels`` the map holds only background
+    and those classes.
     """
     if labels is None and not grabcut:
         return probs.argmax(axis=0).astype(np.uint8)
     from c2f.masks.labels import postprocess_prediction
 
     own = tuple(labels) if labels is not None else tuple(range(1, probs.shape[0]))
-    return postprocess_prediction(image, probs, own, grabcut=grabcut, min_fg=0.0, max_fg=1.0).label_map
+    return postprocess_prediction(
+        image, probs, own, grabcut=grabcut, min_fg=0.0, max_fg=1.0, objectness_below=OBJECTNESS_BELOW
+    ).label_map
 
 
 class Engine:
@@ -123,6 +180,10 @@ class Engine:
     def info(self) -> ModelInfo:
         return self.backend.info
 
+    def class_indices(self, labels: Iterable[Label]) -> tuple[int, ...]:
+        """This model's indices of class names (or checked indices); see :func:`class_indices`."""
+        return class_indices(labels, self.info)
+
     def probabilities(self, images: Sequence[np.ndarray]) -> Iterable[tuple[np.ndarray, float]]:
         """Yield (CxHxW probabilities at each image's size, model seconds per image), in order."""
         size = self.info.input_size
@@ -143,21 +204,26 @@ class Engine:
         images: Sequence[np.ndarray],
         crf: bool = False,
         grabcut: bool = False,
-        labels: Sequence[tuple[int, ...]] | None = None,
+        labels: Sequence[Sequence[Label] | None] | None = None,
     ) -> list[Prediction]:
         """Segment a list of RGB images.
 
-        ``labels`` (one tuple per image) restricts each prediction to the image's own classes, as the
-        paper's between-round post-processing does; ``crf`` runs a dense CRF on the probabilities and
-        ``grabcut`` re-cuts the predicted foreground with GrabCut.
+        ``labels`` (one entry per image: class names or indices, or ``None`` for no restriction)
+        restricts each prediction to background and the image's own classes, as the paper's
+        between-round post-processing does; a class outside them never appears. ``crf`` runs a
+        dense CRF on the probabilities and ``grabcut`` re-cuts the predicted foreground with GrabCut.
+        Labels are checked (:meth:`class_indices`) before any image is run.
         """
         from c2f.masks.crf import dense_crf
 
+        if labels is not None and len(labels) != len(images):
+            raise ValueError(f"{len(labels)} label entries for {len(images)} images")
+        resolved = [None if own is None else self.class_indices(own) for own in labels or [None] * len(images)]
         results = []
         for index, (probs, model_s) in enumerate(self.probabilities(images)):
             image = images[index]
             timings = {"model_s": model_s}
-            own = labels[index] if labels is not None else None
+            own = resolved[index]
             if crf:
                 began = time.perf_counter()
                 probs = dense_crf(image, probs)

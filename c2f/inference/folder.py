@@ -2,8 +2,13 @@
 
 Outputs per image (``formats``), mirrored to the input tree under ``out_dir``:
 ``label`` indexed PNG with the VOC palette, ``mask`` binary foreground PNG, ``cutout`` RGBA PNG,
-``overlay`` colour overlay PNG. ``results.jsonl`` gets one line per image (classes, shares, timings);
-``report.json`` lists what was done, skipped as already done, and failed with the reason.
+``overlay`` colour overlay PNG. ``results.jsonl`` gets one line per image (classes, shares, timings,
+and the labels used); ``report.json`` lists what was done, skipped as already done, and failed with the
+reason.
+
+Label-aware segmentation (co-segmentation of photos whose classes are known): ``labels`` maps each
+image's relative path to its classes, from :func:`folder_labels` (the class folder an image is in) or
+:func:`read_label_file`; each mask then holds only background and those classes.
 """
 
 from __future__ import annotations
@@ -14,18 +19,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from c2f.data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_label_png, write_mask_png, write_rgb, write_rgba
 
-from .engine import Engine, Prediction
+from .engine import Engine, Label, Prediction
 from .render import cutout, foreground_mask, overlay
 
 FORMATS = ("label", "mask", "cutout", "overlay")
 _SUFFIX = {"label": ".png", "mask": "_mask.png", "cutout": "_cutout.png", "overlay": "_overlay.png"}
+NO_LABELS = "no labels given for this image"
+LABEL_LINE = "relative/path.jpg<TAB>class[,class...]"
 
 
 @dataclass
@@ -67,6 +74,47 @@ def output_paths(out_dir: Path, rel: Path, formats: Sequence[str]) -> dict[str, 
     return {fmt: stem.with_name(stem.name + _SUFFIX[fmt]) for fmt in formats}
 
 
+def folder_labels(rels: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Each relative image path's class: the folder directly under the input folder that holds it.
+
+    ``cat/a.jpg`` and ``cat/2021/b.jpg`` are both ``cat``, so a class folder may keep its own
+    subfolders. Images directly in the input folder have no class and get no entry; files that
+    are not images get none either (they fail as such, and a ``docs/`` folder is not a class).
+    """
+    return {
+        rel: (rel.split("/", 1)[0],)
+        for rel in rels
+        if "/" in rel and Path(rel).suffix.lower() in IMAGE_EXTENSIONS
+    }
+
+
+def read_label_file(path: str | Path) -> dict[str, tuple[str, ...]]:
+    """A label file -> {relative image path: class names}; ``ValueError`` naming the bad line.
+
+    One image per line: its path relative to the input folder, a TAB, its classes separated by
+    commas (``dogs/rex.jpg<TAB>dog`` or ``park.jpg<TAB>dog,person``). A third column (the mask of a
+    training list file) is ignored, so the list file of a training set can be reused.
+    """
+    path = Path(path)
+    labels: dict[str, tuple[str, ...]] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path}, line {number}"
+        columns = [column.strip() for column in line.split("\t")]
+        names = tuple(name.strip() for name in columns[1].split(",")) if len(columns) > 1 else ()
+        if len(columns) > 3 or not columns[0] or not names or not all(names):
+            raise ValueError(f"{where}: expected '{LABEL_LINE}', got {line!r}")
+        rel = Path(columns[0])
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"{where}: {columns[0]!r} must be a path relative to the input folder")
+        if rel.as_posix() in labels:
+            raise ValueError(f"{where}: {rel.as_posix()!r} is listed twice")
+        labels[rel.as_posix()] = names
+    return labels
+
+
 def segment_folder(
     engine: Engine,
     input_dir: str | Path,
@@ -78,16 +126,24 @@ def segment_folder(
     grabcut: bool = False,
     progress: bool = True,
     workers: int = 1,
+    *,
+    labels: Mapping[str, Sequence[Label]] | None = None,
 ) -> FolderReport:
     """Segment every image under ``input_dir``; images whose outputs all exist are skipped (resume).
 
     Images go to the model ``engine.batch_size`` at a time; ``workers`` threads decode and encode
     images around it (PIL and OpenCV release the GIL while they do).
+
+    ``labels`` (relative POSIX path -> class names or indices) restricts each image's mask to
+    background and its own classes; every label is checked against the model before any image is
+    read (``ValueError``), and an image without an entry is reported as failed, not segmented
+    (and retried by the next run, like any failure).
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown formats {unknown}; valid: {list(FORMATS)}")
+    own = {rel: engine.class_indices(names) for rel, names in labels.items()} if labels is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     report = FolderReport()
     pending = []
@@ -106,11 +162,16 @@ def segment_folder(
                 rel = path.relative_to(input_dir).as_posix()
                 if isinstance(outcome, ImageReadError):
                     report.failed.append((rel, str(outcome)))
+                elif own is not None and rel not in own:
+                    report.failed.append((rel, NO_LABELS))
                 else:
                     loaded.append((rel, *outcome))
-            predictions = engine.segment([image for _, image, _ in loaded], crf=crf, grabcut=grabcut)
-            jobs = [(out_dir, rel, image, read_s, prediction, formats, engine.info.class_names)
-                    for (rel, image, read_s), prediction in zip(loaded, predictions)]
+            chunk_labels = [own[rel] for rel, _, _ in loaded] if own is not None else None
+            predictions = engine.segment([image for _, image, _ in loaded], crf=crf, grabcut=grabcut,
+                                         labels=chunk_labels)
+            jobs = [(out_dir, rel, image, read_s, prediction, formats, engine.info.class_names,
+                     chunk_labels[i] if chunk_labels is not None else None)
+                    for i, ((rel, image, read_s), prediction) in enumerate(zip(loaded, predictions))]
             for record in pool.map(lambda job: _write(*job), jobs):
                 jsonl.write(json.dumps(record) + "\n")
                 report.done.append(record["path"])
@@ -133,9 +194,9 @@ def _load(path: Path) -> tuple[np.ndarray, float] | ImageReadError:
 
 def _write(
     out_dir: Path, rel: str, image: np.ndarray, read_s: float, prediction: Prediction,
-    formats: Sequence[str], class_names: Sequence[str],
+    formats: Sequence[str], class_names: Sequence[str], labels: tuple[int, ...] | None,
 ) -> dict:
-    """Write one image's outputs and return its JSON-lines record."""
+    """Write one image's outputs and return its JSON-lines record (``labels``: null when unrestricted)."""
     label = prediction.label_map
     foreground = foreground_mask(label)
     writers = {
@@ -149,6 +210,7 @@ def _write(
     return {
         "path": rel,
         "size": [int(image.shape[1]), int(image.shape[0])],
+        "labels": [class_names[i] for i in labels] if labels is not None else None,
         "classes": sorted({class_names[i] for i in np.unique(label) if 0 < i < len(class_names)}),
         "shares": prediction.class_shares(class_names),
         "timings": {"read_s": round(read_s, 4), **{k: round(v, 4) for k, v in prediction.timings.items()}},

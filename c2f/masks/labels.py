@@ -121,6 +121,7 @@ def postprocess_prediction(
     max_fg: float = 0.80,
     ignore_band: int = 0,
     seed: int = 0,
+    objectness_below: float | None = None,
 ) -> RoundLabel:
     """The paper's between-round post-processing of one prediction.
 
@@ -137,13 +138,18 @@ def postprocess_prediction(
     instead turns every background patch the model gives to any class into the image's class:
     on the demo data it made ten times more false-positive label pixels, which each round
     learnt and grew (test mIoU 0.72 -> 0.62 -> 0.56 over three rounds of 220 images).
+
+    "(Almost) nothing" is a foreground share below `objectness_below`; ``None`` (the default) uses
+    `min_fg`, the between-round rule. Inference passes ``min_fg=0, max_fg=1`` (an image is never
+    dropped there) with ``objectness_below=0.01``, so the fallback still applies to its masks.
     """
     if probs.shape[1:] != image.shape[:2]:
         raise ValueError(f"probs {probs.shape} do not match image {image.shape[:2]}")
     labels = tuple(int(label) for label in labels)
     own = keep_own_classes(probs, labels)
     fg = np.argmax(probs[[BACKGROUND, *labels]], axis=0) != BACKGROUND
-    objectness = bool(fg.mean() < min_fg)
+    below = min_fg if objectness_below is None else objectness_below
+    objectness = bool(fg.mean() < below)
     if objectness:
         fg = np.argmax(own, axis=0) != BACKGROUND
     fallback = False

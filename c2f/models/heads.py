@@ -1,7 +1,8 @@
-"""Decoder heads: DeepLab's ASPP (semantic task) and an FPN (class-agnostic foreground task).
+"""Decoder heads: DeepLab's ASPP, full and CPU-sized (semantic task), and an FPN (foreground task).
 
-Both take the backbone's pyramid ``[stride4, stride8, stride16, stride32]`` (the last two may be
-dilated to a coarser nominal stride) and return logits at stride 4; the model upsamples to the input.
+All take the backbone's pyramid ``[stride4, stride8, stride16, stride32]`` (the last two may be
+dilated to a coarser nominal stride) and return logits at stride 4 (stride 8 for the lite DeepLab);
+the model upsamples to the input.
 """
 
 from __future__ import annotations
@@ -71,6 +72,54 @@ class DeepLabHead(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         low = self.low_level(features[0])
+        deep = F.interpolate(self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.fuse(torch.cat([deep, low], dim=1)))
+
+
+def _separable(in_ch: int, out_ch: int, dilation: int = 1) -> nn.Sequential:
+    """Depthwise 3x3 (optionally atrous) then pointwise: about a ninth of a full 3x3 convolution's cost."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, in_ch, 3, padding=dilation, dilation=dilation, groups=in_ch, bias=False),
+        nn.BatchNorm2d(in_ch),
+        nn.ReLU(inplace=True),
+        _conv_bn_relu(in_ch, out_ch),
+    )
+
+
+class SeparableASPP(ASPP):
+    """ASPP whose atrous branches are depthwise-separable convolutions."""
+
+    def __init__(self, in_ch: int, out_ch: int, rates: tuple[int, ...]) -> None:
+        super().__init__(in_ch, out_ch, rates)
+        for index, rate in enumerate(rates, start=1):
+            self.branches[index] = _separable(in_ch, out_ch, rate)
+
+
+class DeepLabLiteHead(nn.Module):
+    """A CPU-sized DeepLab v3+ head: separable ASPP (128 channels), fused with the stride-8 map.
+
+    The full head fuses 256 channels at stride 4 with two 3x3 convolutions, which costs several
+    times the EfficientNet-Lite0 backbone at 320 px; this one costs a fraction of it, so a CPU can
+    train at the input sizes that 21-class photographs need. Logits come out at stride 8.
+    """
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        num_classes: int,
+        output_stride: int = 16,
+        channels: int = 128,
+        low_level_channels: int = 32,
+    ) -> None:
+        super().__init__()
+        rates = (6, 12, 18) if output_stride >= 16 else (12, 24, 36)
+        self.aspp = SeparableASPP(in_channels[-1], channels, rates)
+        self.low_level = _conv_bn_relu(in_channels[1], low_level_channels)
+        self.fuse = _separable(channels + low_level_channels, channels)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        low = self.low_level(features[1])
         deep = F.interpolate(self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
         return self.classifier(self.fuse(torch.cat([deep, low], dim=1)))
 

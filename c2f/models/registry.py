@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .efficientnet import EfficientNetLite0, lite0_weights_path
-from .heads import DeepLabHead, FPNHead
+from .heads import DeepLabHead, DeepLabLiteHead, FPNHead
 from .resnet import ResNet
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ BACKBONES: dict[str, BackboneEntry] = {
 
 ARCHS: dict[str, Callable[[list[int], int, int], nn.Module]] = {
     "deeplab": lambda chans, n, os_: DeepLabHead(chans, n, output_stride=os_),
+    "deeplab-lite": lambda chans, n, os_: DeepLabLiteHead(chans, n, output_stride=os_),
     "fpn": lambda chans, n, os_: FPNHead(chans, n),
 }
 
@@ -121,7 +122,7 @@ def build_model(
     """
     entry = _backbone_entry(backbone)
     if output_stride is None:
-        output_stride = 16 if arch == "deeplab" else 32
+        output_stride = 32 if arch == "fpn" else 16
     config = ModelConfig(arch, backbone, num_classes, output_stride, entry.mean, entry.std)
     model = SegmentationModel(config)
     if weights is not None:

@@ -48,8 +48,10 @@ from .validation import (
     label_png,
     parse_bool,
     parse_choice,
+    parse_classes,
     png_bytes,
     segmentation_json,
+    selectable_classes,
 )
 
 log = logging.getLogger("bentoml.c2f")  # a child of BentoML's logger, so it shows in the server log
@@ -68,6 +70,12 @@ ImageField = t.Annotated[
 ]
 BoolOption = t.Annotated[
     t.Any, Field(description="true/false (also 1/0); may also be given as a query parameter.")
+]
+ClassesOption = t.Annotated[
+    t.Any,
+    Field(description="The image's known classes, comma-separated names (e.g. cat,dog; see /metadata "
+                      "selectable_classes): the mask then holds only background and these classes. "
+                      "An unknown name is a 422. May also be given as a query parameter."),
 ]
 
 
@@ -250,11 +258,12 @@ class Segmenter:
     # ------------------------------------------------------------------ request handling
 
     async def _predict(
-        self, image: Path | None, crf: t.Any, grabcut: t.Any, ctx: bentoml.Context
+        self, image: Path | None, crf: t.Any, grabcut: t.Any, classes: t.Any, ctx: bentoml.Context
     ) -> tuple[np.ndarray, np.ndarray]:
         query = ctx.request.query_params
         do_crf = parse_bool(first_given(crf, query.get("crf")), "crf")
         do_grabcut = parse_bool(first_given(grabcut, query.get("grabcut")), "grabcut")
+        own = parse_classes(first_given(classes, query.getlist("classes") or None), self.engine.info)
         data = await anyio.Path(image).read_bytes() if image is not None else None
         settings = self.settings
         engine = self._batched if settings.batching else self._direct
@@ -262,7 +271,8 @@ class Segmenter:
         def work() -> tuple[np.ndarray, np.ndarray]:
             pixels = decode_upload(data, settings.max_bytes, settings.max_pixels, name="image")
             try:
-                prediction = engine.segment([pixels], crf=do_crf, grabcut=do_grabcut)[0]
+                prediction = engine.segment([pixels], crf=do_crf, grabcut=do_grabcut,
+                                            labels=[own] if own is not None else None)[0]
             finally:
                 self._post_slots.release()
             return pixels, prediction.label_map
@@ -279,12 +289,16 @@ class Segmenter:
         ] = None,
         crf: BoolOption = None,
         grabcut: BoolOption = None,
+        classes: ClassesOption = None,
     ) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:
-        """Semantic label map of the image: indexed PNG (VOC palette), JSON, or a colour overlay."""
+        """Semantic label map of the image: indexed PNG (VOC palette), JSON, or a colour overlay.
+
+        With ``classes`` (the image's known classes) the map holds only background and those classes.
+        """
         _mark_reached(ctx)
         try:
             fmt = parse_choice(first_given(format, ctx.request.query_params.get("format")), "format", SEGMENT_FORMATS, "png")
-            pixels, label_map = await self._predict(image, crf, grabcut, ctx)
+            pixels, label_map = await self._predict(image, crf, grabcut, classes, ctx)
             if fmt == "json":
                 body = await anyio.to_thread.run_sync(segmentation_json, label_map, self.engine.info.class_names)
                 body["task"] = self.engine.info.task
@@ -307,12 +321,16 @@ class Segmenter:
         ] = None,
         crf: BoolOption = None,
         grabcut: BoolOption = None,
+        classes: ClassesOption = None,
     ) -> t.Annotated[Path, bentoml.validators.ContentType("image/png")]:
-        """Binary foreground mask (every class but background) as a PNG, or an RGBA cut-out."""
+        """Binary foreground mask (every class but background) as a PNG, or an RGBA cut-out.
+
+        With ``classes`` the mask covers only those classes' objects (e.g. the cat of a cat photo).
+        """
         _mark_reached(ctx)
         try:
             fmt = parse_choice(first_given(format, ctx.request.query_params.get("format")), "format", FOREGROUND_FORMATS, "png")
-            pixels, label_map = await self._predict(image, crf, grabcut, ctx)
+            pixels, label_map = await self._predict(image, crf, grabcut, classes, ctx)
             fg = foreground_mask(label_map)
             if fmt == "cutout":
                 encoded = await anyio.to_thread.run_sync(lambda: png_bytes(cutout(pixels, fg)))
@@ -348,6 +366,7 @@ class Segmenter:
             "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels},
             "keep_aspect": settings.keep_aspect,
             "formats": {"segment": list(SEGMENT_FORMATS), "foreground": list(FOREGROUND_FORMATS)},
+            "selectable_classes": selectable_classes(info),
         }
 
 

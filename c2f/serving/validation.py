@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from c2f.data.io import ImageReadError, decode_image, voc_palette
-from c2f.inference.engine import class_pixels
+from c2f.inference.backends import ModelInfo
+from c2f.inference.engine import class_indices, class_pixels
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # 20 MiB per uploaded file
 DEFAULT_MAX_PIXELS = 25_000_000  # 25 megapixels per decoded image
@@ -176,6 +177,33 @@ def parse_choice(value: Any, name: str, choices: tuple[str, ...], default: str) 
     if text == "":
         return default
     raise RequestError(422, f"option {name}={value!r} is not one of {', '.join(choices)}", "bad_option")
+
+
+def parse_classes(value: Any, info: ModelInfo) -> tuple[int, ...] | None:
+    """The ``classes`` option: comma-separated class names -> the model's indices; absent/empty -> None.
+
+    The image's known classes: its mask then holds only background and these (the paper's own-class
+    rule, :func:`c2f.inference.engine.label_map_from_probs`). A repeated field counts as one list.
+    Unknown names, ``background`` and any class for a foreground model are a 422 naming the valid
+    classes, checked before the upload is decoded.
+    """
+    if value is None:
+        return None
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(item, str) for item in values):
+        raise RequestError(422, f"option classes={value!r} must be comma-separated class names", "bad_option")
+    names = [name.strip() for item in values for name in item.split(",") if name.strip()]
+    if not names:
+        return None
+    try:
+        return class_indices(names, info)
+    except ValueError as exc:
+        raise RequestError(422, f"option classes: {exc}", "bad_option") from None
+
+
+def selectable_classes(info: ModelInfo) -> list[str]:
+    """The names the ``classes`` option accepts (none for a class-agnostic foreground model)."""
+    return [] if info.task == "foreground" else list(info.class_names[1:])
 
 
 # ----------------------------------------------------------------------------- images
@@ -435,7 +463,7 @@ class ErrorEnvelope:
         if not reached:
             reason = (
                 "malformed request: send the image as a multipart/form-data file field named 'image' "
-                "(options format, crf, grabcut as form fields or query parameters)"
+                "(options format, crf, grabcut, classes as form fields or query parameters)"
             )
             if said and status < 500:
                 reason += f" ({said})"

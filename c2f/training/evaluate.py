@@ -24,10 +24,13 @@ def evaluate_engine(
     crf: bool = False,
     grabcut: bool = False,
     progress: bool = True,
+    known_labels: bool = False,
 ) -> dict:
     """Score an engine's predictions against the dataset's ground truth.
 
     The model's classes must be the dataset's (a foreground model is scored on ``to_foreground()``).
+    ``known_labels`` restricts each prediction to its image's own labels (label-aware segmentation,
+    the co-segmentation use: the classes in each photo are known, their pixels are not).
     """
     if engine.info.num_classes != dataset.num_classes:
         raise ValueError(
@@ -38,9 +41,10 @@ def evaluate_engine(
     samples = [s for s in dataset.samples if s.mask is not None]
     for sample in tqdm(samples, desc="evaluate", disable=not progress, leave=False):
         image = read_image(sample.image)
-        prediction = engine.segment([image], crf=crf, grabcut=grabcut)[0]
+        labels = [sample.labels] if known_labels else None
+        prediction = engine.segment([image], crf=crf, grabcut=grabcut, labels=labels)[0]
         scorer.update(ground_truth(sample, dataset), prediction.label_map)
-    return scorer.summary(dataset.class_names) | {"crf": crf, "grabcut": grabcut}
+    return scorer.summary(dataset.class_names) | {"crf": crf, "grabcut": grabcut, "known_labels": known_labels}
 
 
 def score_label_maps(dataset: LabelledDataset, label_maps: Mapping[str, Path | np.ndarray]) -> dict:

@@ -3,12 +3,15 @@
 Run folder layout (every step's artifacts on disk, so any step can be inspected or rerun)::
 
     OUT/config.yaml            the full TrainConfig
-    OUT/masks/                 coarse, GrabCut-refined and label maps of the mask stage (+ summary.json)
-    OUT/round_K/labels/        round K's training labels (round 1 uses OUT/masks/labels)
+    OUT/mask_stage/            coarse, GrabCut-refined and label maps of the mask stage (+ summary.json)
+    OUT/round_K/labels/        round K's training labels (round 1 uses OUT/mask_stage/labels)
     OUT/round_K/label_stats.json, metrics.json, checkpoint.pt, overlays/*.png
     OUT/round_K/fold_F/last.pt with relabel_folds > 1: the model that relabels fold F's images
     OUT/last.pt                the newest epoch's state, for --resume
     OUT/metrics.json, rounds.png   per-round summary and plot
+    OUT/masks/                 the deliverable: the last model's cleaned relabelling of every training
+                               image (labels/ label PNGs, masks/ 0/255 foreground PNGs, dropped.json,
+                               quality.json when ground truth exists, summary.json written last)
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from c2f.data.datasets import LabelledDataset, check_images
-from c2f.data.io import read_image, write_label_png
+from c2f.data.datasets import BACKGROUND, IGNORE, LabelledDataset, check_images
+from c2f.data.io import read_image, read_mask, write_label_png, write_mask_png
 from c2f.inference import Engine, ModelInfo, TorchBackend
 from c2f.masks.labels import RoundLabel, postprocess_prediction
 from c2f.masks.stage import key_seed, mask_quality, run_mask_stage
@@ -32,11 +35,16 @@ from c2f.masks.stage import key_seed, mask_quality, run_mask_stage
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, init_distributed, resolve_device
-from .evaluate import evaluate_engine, label_statistics, plot_rounds, score_label_maps, write_overlays
+from .evaluate import (
+    evaluate_engine, format_table, label_statistics, plot_rounds, score_label_maps, write_overlays,
+)
 from .samples import LabelMapDataset, Pair
 from .trainer import train_round
 
 log = logging.getLogger(__name__)
+
+MASK_STAGE_DIR = "mask_stage"  # the coarse masks, their GrabCut refinement and round 1's labels
+MASKS_DIR = "masks"  # the deliverable: the last model's cleaned masks of the training images
 
 
 @dataclass
@@ -47,6 +55,7 @@ class RunResult:
     rounds: list[dict] = field(default_factory=list)
     mask_stage: dict = field(default_factory=dict)
     final_checkpoint: Path | None = None
+    masks: dict = field(default_factory=dict)  # summary of OUT/masks, the deliverable
 
 
 def train_recursive(
@@ -78,7 +87,7 @@ def train_recursive(
     # images (a journal per rank) and every rank returns the merged result.
     stage = run_mask_stage(
         train_set,
-        out / "masks",
+        out / MASK_STAGE_DIR,
         generator=cfg.generator,
         grabcut=cfg.mask_grabcut,
         grabcut_iterations=cfg.grabcut_iterations,
@@ -91,7 +100,7 @@ def train_recursive(
         **cfg.generator_options,
     )
     result.mask_stage = stage.summary
-    labels = _existing_labels(train_set, out / "masks" / "labels")
+    labels = _existing_labels(train_set, out / MASK_STAGE_DIR / "labels")
     run = _Run(cfg, train_set, out, device, dist_info, progress)
     for round_index in range(1, cfg.rounds + 1):
         round_dir = out / f"round_{round_index}"
@@ -123,8 +132,12 @@ def train_recursive(
             metrics_path.write_text(json.dumps(metrics, indent=2))
             print(_summary_line(metrics), flush=True)
     result.final_checkpoint = out / f"round_{cfg.rounds}" / "checkpoint.pt"
+    if dist_info.is_main and cfg.write_masks:
+        result.masks = write_final_masks(run, result.final_checkpoint)
     if dist_info.is_main:
         summary = {"mask_stage": _mask_stage_scores(train_set, out), "rounds": result.rounds}
+        if result.masks:
+            summary["masks"] = result.masks
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
         plot_rounds(summary, out / "rounds.png")
     return result
@@ -275,6 +288,37 @@ def _relabel(run: _Run, engines: list[Engine], labels_dir: Path) -> tuple[dict[s
     return new_labels, len(rescued)
 
 
+def write_final_masks(run: _Run, checkpoint: Path) -> dict:
+    """The deliverable: the last model's cleaned relabelling of every training image in OUT/masks/.
+
+    Exactly the relabelling that would start another round (own classes only, GrabCut, the
+    foreground-share filter), written as label PNGs (``labels/``) and 0/255 foreground masks
+    (``masks/``); images the filter drops are listed with the reason in ``dropped.json``. With
+    ground truth, ``quality.json`` scores the masks. ``summary.json`` is written last, so a resumed
+    run redoes the folder only when it is incomplete.
+    """
+    folder = run.out / MASKS_DIR
+    summary_path = folder / "summary.json"
+    if summary_path.exists():
+        return json.loads(summary_path.read_text())
+    engine = Engine.open(checkpoint, run.device, batch_size=max(run.cfg.batch_size, 1))
+    labels, rescued = _relabel(run, [engine], folder / "labels")
+    shutil.rmtree(folder / "masks", ignore_errors=True)
+    for key, path in labels.items():
+        label_map = read_mask(path)
+        write_mask_png(folder / "masks" / f"{key}.png", (label_map != BACKGROUND) & (label_map != IGNORE))
+    summary: dict = {"checkpoint": checkpoint.relative_to(run.out).as_posix(), "images": len(run.train_set.samples),
+                     "masks": len(labels), "dropped": len(run.train_set.samples) - len(labels),
+                     "objectness_fallback": rescued}
+    if run.train_set.has_ground_truth:
+        quality = score_label_maps(run.train_set, labels)
+        (folder / "quality.json").write_text(json.dumps(quality, indent=2))
+        (folder / "quality.txt").write_text(format_table(quality) + "\n")
+        summary["quality"] = {"miou": quality["miou"], "fg_jaccard": quality["fg_jaccard"]}
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
 def _store(key: str, cleaned: RoundLabel, labels_dir: Path, new_labels: dict[str, Path],
            drops: dict[str, str], rescued: list[str]) -> None:
     if cleaned.label_map is None:
@@ -300,7 +344,7 @@ def _mask_stage_scores(dataset: LabelledDataset, out: Path) -> dict:
     """Quality of the coarse and GrabCut masks on the training images (the paper's Table I rows)."""
     if not dataset.has_ground_truth:
         return {}
-    return {stage: mask_quality(dataset, out / "masks", stage) for stage in ("coarse", "refined")}
+    return {stage: mask_quality(dataset, out / MASK_STAGE_DIR, stage) for stage in ("coarse", "refined")}
 
 
 def _summary_line(metrics: dict) -> str:

@@ -118,7 +118,6 @@ def train_round(
             log.info("round %d: resuming after epoch %d from %s", round_index, state["epoch"] + 1, last_path)
     use_amp = cfg.amp and device.startswith("cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    wrapped = DistributedDataParallel(model) if dist_info.world > 1 else model
     per_rank_batch = max(cfg.batch_size // dist_info.world, 1)
     total_steps = steps_per_epoch(len(dataset), cfg, dist_info.world) * cfg.epochs
     base_lrs = [cfg.lr, cfg.lr * cfg.head_lr_mult]  # not from the optimizer: a resumed one holds decayed rates
@@ -128,8 +127,15 @@ def train_round(
         torch.manual_seed(cfg.seed * 1_000_003 + round_index * 1009 + epoch)  # dropout masks
         order = epoch_order(len(dataset), cfg.seed, round_index, epoch, dist_info.rank, dist_info.world)
         loader = DataLoader(dataset, batch_size=per_rank_batch, sampler=order, num_workers=cfg.loader_workers)
+        head_only = init_from is None and epoch < cfg.head_only_epochs
+        for parameter in model.backbone.parameters():
+            parameter.requires_grad_(not head_only)
+        # Wrapped per epoch: DDP registers the parameters that need gradients when it is built.
+        wrapped = DistributedDataParallel(model) if dist_info.world > 1 else model
         wrapped.train()
-        if cfg.freeze_bn:
+        if head_only:
+            model.backbone.eval()
+        elif cfg.freeze_bn:
             for module in model.backbone.modules():
                 if isinstance(module, torch.nn.BatchNorm2d):
                     module.eval()
@@ -178,6 +184,8 @@ def train_round(
             )
         if on_epoch_end is not None:
             on_epoch_end(epoch)
+    for parameter in model.backbone.parameters():
+        parameter.requires_grad_(True)
     final = model if average is None else average.module
     final.steps = step  # for reporting and for the distributed step-count test
     return final
