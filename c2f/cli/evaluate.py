@@ -17,12 +17,15 @@ from .options import layout_option, model_options, progress_option, refine_optio
 @layout_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where to write JSON and PNGs.")
 @click.option("--compare-crf", is_flag=True, help="Report with and without CRF.")
+@click.option("--known-labels", is_flag=True,
+              help="Restrict each prediction to its image's own labels (as c2f segment --labels-from does): "
+                   "the score of label-aware segmentation.")
 @refine_options
 @model_options
 @progress_option
 def command(
     model_path: Path | None, run_dir: Path | None, data: Path, layout: str, out: Path | None, compare_crf: bool,
-    crf: bool, grabcut: bool, batch_size: int, keep_aspect: bool, device: str, threads: int | None, progress: bool,
+    known_labels: bool, crf: bool, grabcut: bool, batch_size: int, keep_aspect: bool, device: str, threads: int | None, progress: bool,
 ) -> None:
     """Score a model (or every round of a run) on a dataset with ground truth.
 
@@ -30,6 +33,7 @@ def command(
     Examples:
       c2f evaluate --model model.onnx --data voc_val/ --crf
       c2f evaluate --run runs/photos --data photos_val/ --out runs/photos/eval
+      c2f evaluate --model model.onnx --data voc_val/ --known-labels --grabcut
     """
     from c2f.data.layouts import load_dataset
     from c2f.inference import Engine
@@ -46,9 +50,12 @@ def command(
     for path in models:
         engine = Engine.open(path, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
         view = dataset.to_foreground() if engine.info.task == "foreground" else dataset
+        if known_labels and engine.info.task == "foreground":
+            raise click.UsageError("--known-labels applies to semantic models; a foreground model has no classes")
         settings = [False, True] if compare_crf else [crf]
         for use_crf in settings:
-            metrics = evaluate_engine(engine, view, crf=use_crf, grabcut=grabcut, progress=progress)
+            metrics = evaluate_engine(engine, view, crf=use_crf, grabcut=grabcut, progress=progress,
+                                      known_labels=known_labels)
             name = f"{path.parent.name if run_dir else path.stem}{'_crf' if use_crf else ''}"
             write_report(metrics, out, name)
             click.echo(f"\n{name} ({metrics['images']} images)\n{format_table(metrics)}")

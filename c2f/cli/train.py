@@ -80,3 +80,8 @@ def command(
     result = train_recursive(cfg, train_set, out, val_set, resume=resume, progress=progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
         click.echo(f"final checkpoint: {result.final_checkpoint}")
+        if result.masks:
+            quality = result.masks.get("quality")
+            scored = f", mIoU {quality['miou']:.3f} against the ground truth" if quality else ""
+            click.echo(f"masks of the training images: {out / 'masks'} ({result.masks['masks']} images, "
+                       f"{result.masks['dropped']} dropped{scored})")
