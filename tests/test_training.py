@@ -198,6 +198,19 @@ def test_config_file_and_overrides(tmp_path) -> None:
         TrainConfig(resize=100, crop=200)
 
 
+def test_bundled_recipes_load_by_name_and_path(tmp_path) -> None:
+    from c2f.training.config import RECIPES_DIR
+
+    cpu = TrainConfig.from_recipe("cpu")
+    assert cpu.model_arch == "deeplab-lite" and cpu.head_only_epochs > 0 and cpu.task == "semantic"
+    assert TrainConfig.from_recipe("cpu-foreground").model_arch == "fpn"
+    assert TrainConfig.from_recipe(RECIPES_DIR / "cpu.yaml") == cpu
+    (tmp_path / "mine.yaml").write_text("rounds: 2\n")
+    assert TrainConfig.from_recipe(tmp_path / "mine.yaml").rounds == 2
+    with pytest.raises(ValueError, match="cpu, cpu-foreground"):
+        TrainConfig.from_recipe("gpu")
+
+
 def test_evaluate_command_on_a_run_and_a_model(tmp_path, demo_data, unbroken_run) -> None:
     from click.testing import CliRunner
 
