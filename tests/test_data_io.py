@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,7 @@ from c2f.data.io import (
     image_shape,
     read_image,
     read_mask,
+    remove_stale_temporaries,
     voc_palette,
     write_label_png,
     write_mask_png,
@@ -230,3 +234,30 @@ def test_failed_write_leaves_no_temp_and_keeps_old_file(tmp_path: Path, monkeypa
     assert target.read_bytes() == before
     assert not (tmp_path / "new.png").exists()
     assert _leftovers(tmp_path) == []
+
+
+def test_temporary_file_of_a_killed_write_is_what_the_next_run_removes(tmp_path: Path) -> None:
+    """A process killed mid-write (no cleanup runs) leaves its temporary file; only such files go."""
+    code = textwrap.dedent("""
+        import os, sys
+        import numpy as np
+        from PIL import Image
+        from c2f.data.io import write_rgb
+
+        def killed(self, handle, *args, **kwargs):
+            handle.write(b"half a PNG")
+            handle.flush()
+            os._exit(9)
+
+        Image.Image.save = killed
+        write_rgb(sys.argv[1], np.zeros((4, 4, 3), np.uint8))
+    """)
+    target = tmp_path / "sub" / "x.png"
+    assert subprocess.run([sys.executable, "-c", code, str(target)]).returncode == 9
+    left = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(left) == 1 and left[0].name.startswith(".x.png.") and not target.exists()
+    mine = [tmp_path / "sub" / ".mine.tmp", tmp_path / ".x.png.notahexnumber0000000000000000000.tmp"]
+    for path in mine:
+        path.write_text("the user's")
+    assert remove_stale_temporaries(tmp_path) == left
+    assert not left[0].exists() and all(path.exists() for path in mine)

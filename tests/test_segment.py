@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +38,7 @@ def test_segment_folder_all_formats_and_resume(tmp_path, demo_data, semantic_onn
     args = ["segment", str(src), "-o", str(out), "--model", str(semantic_onnx), "--no-progress",
             "--format", "label", "--format", "mask", "--format", "cutout", "--format", "overlay"]
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # two files failed
     report = json.loads((out / "report.json").read_text())
     assert report["done"] == len(good)
     assert {f["path"] for f in report["failed"]} == {"a/corrupt.jpg", "notes.txt"}
@@ -64,7 +65,7 @@ def test_segment_folder_all_formats_and_resume(tmp_path, demo_data, semantic_onn
 
     # A second run finds everything done and does no work.
     again = CliRunner().invoke(cli, args)
-    assert again.exit_code == 0
+    assert again.exit_code == 1  # the bad files fail again
     report = json.loads((out / "report.json").read_text())
     assert report["done"] == 0 and report["skipped_already_done"] == len(good)
     assert len((out / "results.jsonl").read_text().splitlines()) == len(good)
@@ -128,7 +129,7 @@ def test_labels_from_folders_restricts_each_mask_to_its_folder_class(tmp_path, d
     args = ["segment", str(src), "-o", str(out), "--model", str(semantic_onnx), "--no-progress",
             "--labels-from", "folders", "--format", "label", "--format", "mask"]
     result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # loose.jpg failed
     report = json.loads((out / "report.json").read_text())
     assert report["done"] == len(expected)
     assert report["failed"] == [{"path": "loose.jpg", "reason": "no labels given for this image"}]
@@ -139,7 +140,7 @@ def test_labels_from_folders_restricts_each_mask_to_its_folder_class(tmp_path, d
         assert np.array_equal(read_mask(f"{stem}_mask.png") > 0, np.asarray(Image.open(f"{stem}.png")) > 0)
 
     again = CliRunner().invoke(cli, args)  # resume: nothing redone, the unlabelled image still reported
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 1, again.output
     report = json.loads((out / "report.json").read_text())
     assert report["done"] == 0 and report["skipped_already_done"] == len(expected)
     assert [f["path"] for f in report["failed"]] == ["loose.jpg"]
@@ -157,7 +158,7 @@ def test_labels_from_file_with_several_classes_per_image(tmp_path, demo_data, se
         cli, ["segment", str(src), "-o", str(out), "--model", str(semantic_onnx), "--no-progress", "--labels-from",
               str(listing), "--include", "disc/disc_000.jpg", "--include", "square/*", "--include", "triangle/*",
               "--include", "loose.jpg"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the unlisted images failed
     assert "1 images in" in result.stderr and "gone/missing.jpg" in result.stderr  # a listed image not found
     report = json.loads((out / "report.json").read_text())
     assert report["done"] == len(expected)
@@ -264,3 +265,179 @@ def test_objectness_fallback_at_inference_finds_an_object_held_by_another_class(
     # Without the fallback the own class finds nothing: what the map above found is the fallback's.
     off = postprocess_prediction(image, probs, (1,), grabcut=False, min_fg=0.0, max_fg=1.0, objectness_below=0.0)
     assert not (off.label_map > 0).any() and not off.objectness_fallback
+
+
+# ----------------------------------------------------------------------------- hardening: names, exit status, folders
+
+
+def _segment(src, out, model, *extra):
+    return CliRunner().invoke(cli, ["segment", str(src), "-o", str(out), "--model", str(model), "--no-progress",
+                                    *extra])
+
+
+def _records(out) -> dict[str, dict]:
+    return {r["path"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+
+
+def _distinct_images(demo_data, count: int) -> list[np.ndarray]:
+    """``count`` different demo photographs, cropped to one size."""
+    images = [read_image(p)[:64, :64] for p in sorted((demo_data / "images").rglob("*.jpg"))[:count]]
+    assert all(image.shape == (64, 64, 3) for image in images)
+    return images
+
+
+def test_clashing_names_each_get_their_own_outputs_and_resume_skips_exactly_the_done(
+        tmp_path, demo_data, semantic_onnx) -> None:
+    """x.jpg, x.png, x.webp and x.JPG in one folder: four images, four sets of outputs, none overwritten."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "a").mkdir(parents=True)
+    photos = _distinct_images(demo_data, 6)
+    names = ["a/x.jpg", "a/x.png", "a/x.webp", "a/x.JPG", "a/y.png", "x.png"]
+    for name, photo in zip(names, photos):
+        Image.fromarray(photo).save(src / name)
+    expected = {"a/x.jpg": "a/x.jpg", "a/x.png": "a/x.png", "a/x.webp": "a/x.webp", "a/x.JPG": "a/x.JPG",
+                "a/y.png": "a/y", "x.png": "x"}  # no clash (y, and x one folder up): the plain names
+    args = ["--format", "label", "--format", "mask"]
+    result = _segment(src, out, semantic_onnx, *args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == len(names) and report["failed"] == []
+
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
+    assert len(written) == 2 * len(names), written  # nothing overwritten
+    engine = Engine.open(semantic_onnx)
+    records = _records(out)
+    assert set(records) == set(names)
+    for rel, base in expected.items():
+        label = np.asarray(Image.open(out / f"{base}.png"))
+        assert np.array_equal(label, engine.segment([read_image(src / rel)])[0].label_map), rel
+        assert np.array_equal(read_mask(out / f"{base}_mask.png") > 0, label > 0), rel
+        assert records[rel]["outputs"] == {"label": f"{base}.png", "mask": f"{base}_mask.png"}, rel
+
+    again = _segment(src, out, semantic_onnx, *args)  # resume: everything done
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "report.json").read_text())["skipped_already_done"] == len(names)
+    (out / "a" / "x.webp_mask.png").unlink()  # one output lost: exactly that image is redone
+    again = _segment(src, out, semantic_onnx, *args)
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == 1 and report["skipped_already_done"] == len(names) - 1
+    assert _records(out)["a/x.webp"]["outputs"]["mask"] == "a/x.webp_mask.png"
+
+    # The names depend on the folder's images, not on --include: one image alone is named the same.
+    alone = _segment(src, tmp_path / "alone", semantic_onnx, "--include", "a/x.png")
+    assert alone.exit_code == 0, alone.output
+    alone_out = tmp_path / "alone"
+    assert [p.relative_to(alone_out).as_posix() for p in alone_out.rglob("*.png")] == ["a/x.png.png"]
+
+
+def test_output_names_never_clash() -> None:
+    from c2f.inference.folder import FORMATS, output_bases, output_paths
+
+    rels = ["x.jpg", "x_mask.jpg", "X.png", "y.jpg", "z.gif", "z.txt", "d/x.jpg", "e/x.jpg", "e/x.png", "e/x.jpg.png"]
+    bases = output_bases(rels)
+    assert bases == {
+        "x.jpg": "x.jpg", "x_mask.jpg": "x_mask.jpg", "X.png": "X.png",  # x_mask.png, x.png / X.png (case)
+        "y.jpg": "y", "z.gif": "z", "d/x.jpg": "d/x",  # no clash; z.txt writes nothing
+        "e/x.jpg": "e/x.jpg", "e/x.png": "e/x.png", "e/x.jpg.png": "e/x.jpg.png",  # x.jpg.png: 2 rounds
+    }
+    outputs = [str(path).casefold() for rel, base in bases.items()
+               for path in output_paths(Path("o"), rel, FORMATS, base).values()]
+    assert len(outputs) == len(set(outputs)) == 4 * len(bases)
+
+
+def test_gif_is_one_readable_type_for_segment_datasets_and_http(tmp_path, demo_data, semantic_onnx) -> None:
+    """GIF (first frame) is read alike by c2f segment, the data sets and the service; PPM by none."""
+    from c2f.data.io import IMAGE_EXTENSIONS, ImageReadError
+    from c2f.data.layouts import load_dataset
+    from c2f.serving.validation import RequestError, decode_upload
+
+    first, second = _distinct_images(demo_data, 2)
+    src = tmp_path / "in"
+    (src / "disc").mkdir(parents=True)
+    Image.fromarray(first).save(src / "disc" / "anim.gif", save_all=True, append_images=[Image.fromarray(second)])
+    Image.fromarray(first).save(src / "disc" / "still.ppm")
+    gif = read_image(src / "disc" / "anim.gif")  # the first frame, in GIF's 256 colours
+    assert gif.shape == first.shape and np.abs(gif.astype(int) - first).mean() < 12
+
+    result = _segment(src, tmp_path / "out", semantic_onnx)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["done"] == 1, result.output
+    assert ".gif" in IMAGE_EXTENSIONS
+    label = np.asarray(Image.open(tmp_path / "out" / "disc" / "anim.png"))
+    assert np.array_equal(label, Engine.open(semantic_onnx).segment([gif])[0].label_map)
+    [failed] = report["failed"]
+    assert failed["path"] == "disc/still.ppm" and "JPEG, PNG, BMP, TIFF, WebP, GIF" in failed["reason"]
+
+    assert [s.image.name for s in load_dataset(src, "class-folder").samples] == ["anim.gif"]
+    assert np.array_equal(decode_upload((src / "disc" / "anim.gif").read_bytes(), 10**6, 10**6), gif)
+    with pytest.raises(RequestError) as refused:
+        decode_upload((src / "disc" / "still.ppm").read_bytes(), 10**6, 10**6)
+    assert refused.value.status == 415 and "GIF" in refused.value.reason
+    (src / "disc" / "ppm.jpg").write_bytes((src / "disc" / "still.ppm").read_bytes())  # the name lies
+    with pytest.raises(ImageReadError, match="PPM is not a supported image type"):
+        read_image(src / "disc" / "ppm.jpg")
+
+
+def test_exit_status_is_0_only_when_every_input_succeeded(tmp_path, demo_data, semantic_onnx) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i, photo in enumerate(_distinct_images(demo_data, 2)):
+        Image.fromarray(photo).save(src / f"{i}.png")
+    ok = _segment(src, out, semantic_onnx)
+    assert ok.exit_code == 0, ok.output
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    failed = _segment(src, out, semantic_onnx)
+    assert failed.exit_code == 1, failed.output
+
+    assert json.loads(ok.stdout) == {"done": 2, "skipped_already_done": 0, "failed": 0, "removed_temporary_files": 0}
+    assert json.loads(failed.stdout) == {"done": 0, "skipped_already_done": 2, "failed": 1,
+                                         "removed_temporary_files": 0}
+    assert "failed broken.jpg:" in failed.stderr and "exit status 1" in failed.stderr
+    assert "Traceback" not in failed.output and isinstance(failed.exception, SystemExit)
+    help_text = CliRunner().invoke(cli, ["segment", "--help"]).output
+    assert "Exit status: 0 when every image is done" in " ".join(help_text.split())
+
+
+def test_output_folder_inside_the_input_folder_is_never_read(tmp_path, demo_data, semantic_onnx) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, photo in enumerate(_distinct_images(demo_data, 2)):
+        Image.fromarray(photo).save(src / f"{i}.png")
+    out = src / "segmented"
+    args = ["--format", "label", "--format", "overlay"]
+    for run in range(2):
+        result = _segment(src, out, semantic_onnx, *args)
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "report.json").read_text())
+        assert report["failed"] == [] and report["done"] + report["skipped_already_done"] == 2, report
+    assert report["skipped_already_done"] == 2
+    assert not (out / "segmented").exists()
+
+    itself = _segment(src, src, semantic_onnx)  # outputs among the inputs: refused before any work
+    assert itself.exit_code == 2 and "must not be the input folder" in itself.output, itself.output
+    assert sorted(p.name for p in src.iterdir()) == ["0.png", "1.png", "segmented"]
+
+
+def test_temporary_files_of_a_killed_run_are_removed_by_the_next(tmp_path, demo_data, semantic_onnx) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    (src / "a").mkdir(parents=True)
+    for i, photo in enumerate(_distinct_images(demo_data, 2)):
+        Image.fromarray(photo).save(src / "a" / f"{i}.png")
+    assert _segment(src, out, semantic_onnx).exit_code == 0
+    # What a write killed between creating its temporary file and renaming it leaves behind
+    # (c2f.data.io._save_atomic's names), and a hidden file of the user's that must stay.
+    stale = [out / "a" / f".1.png.{'0' * 31}f.tmp", out / f".x_overlay.png.{'ab' * 16}.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a PNG")
+    keep = out / ".notes.tmp"
+    keep.write_text("mine")
+    with open(out / "results.jsonl", "a") as jsonl:  # and a record cut short
+        jsonl.write('{"path": "a/1.png", "outp')
+    (out / "a" / "1.png").unlink()
+    result = _segment(src, out, semantic_onnx)
+    assert result.exit_code == 0, result.output
+    assert not any(path.exists() for path in stale) and keep.read_text() == "mine"
+    assert json.loads(result.stdout)["removed_temporary_files"] == 2 and json.loads(result.stdout)["done"] == 1
+    assert "removed 2 temporary files" in result.stderr
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert lines[-2] == '{"path": "a/1.png", "outp' and json.loads(lines[-1])["path"] == "a/1.png"

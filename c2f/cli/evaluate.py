@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import layout_option, model_options, progress_option, refine_options
+from .options import layout_option, model_options, open_engine, progress_option, refine_options
 
 
 @click.command("evaluate")
@@ -36,7 +36,6 @@ def command(
       c2f evaluate --model model.onnx --data voc_val/ --known-labels --grabcut
     """
     from c2f.data.layouts import load_dataset
-    from c2f.inference import Engine
     from c2f.training.evaluate import evaluate_engine, format_table, plot_rounds, write_report
 
     if (model_path is None) == (run_dir is None):
@@ -48,8 +47,9 @@ def command(
     out = out or (run_dir / "evaluation" if run_dir else Path(model_path).with_suffix("").parent / "evaluation")
     rounds = []
     for path in models:
-        engine = Engine.open(path, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
+        engine = open_engine(path, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
         view = dataset.to_foreground() if engine.info.task == "foreground" else dataset
+        _check_classes(engine.info.class_names, view.class_names, path)
         if known_labels and engine.info.task == "foreground":
             raise click.UsageError("--known-labels applies to semantic models; a foreground model has no classes")
         settings = [False, True] if compare_crf else [crf]
@@ -66,3 +66,20 @@ def command(
         (out / "rounds.json").write_text(json.dumps(summary, indent=2))
         plot_rounds(summary, out / "rounds.png")
         click.echo(f"\nper-round plot: {out / 'rounds.png'}")
+
+
+def _check_classes(model_classes: list[str], data_classes: list[str], model: Path) -> None:
+    """Refuse to score a semantic model on data with another number of classes, naming both lists.
+
+    (A foreground model is scored on the data's foreground, which always has its two classes.)
+    """
+    if len(model_classes) != len(data_classes):
+        raise click.ClickException(
+            f"the model {model} has {len(model_classes)} classes ({_shown(model_classes)}) but the data has "
+            f"{len(data_classes)} ({_shown(data_classes)}); evaluate it on data labelled with the model's classes"
+        )
+
+
+def _shown(names: list[str], limit: int = 8) -> str:
+    """The first ``limit`` names, then how many more."""
+    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")

@@ -8,17 +8,17 @@ from typing import Any
 
 import click
 
-from .options import generator_option, layout_option, progress_option
+from .options import generator_name_option, generator_option, layout_option, progress_option, workers_type
 
 
 @click.command("masks")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True)
 @layout_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option(
-    "--generator", default="saliency", show_default=True,
-    help="Coarse masks: saliency, folder, box, ufs (student of a saliency teacher, trained here), "
-         "cam (class activation maps of a classifier fine-tuned on the labels).",
+@generator_name_option(
+    "saliency",
+    "Coarse masks: saliency, folder, box, ufs (student of a saliency teacher, trained here), "
+    "cam (class activation maps of a classifier fine-tuned on the labels).",
 )
 @click.option("--generator-root", type=click.Path(exists=True, file_okay=False), default=None, help="Mask folder for the folder generator.")
 @generator_option
@@ -26,7 +26,7 @@ from .options import generator_option, layout_option, progress_option
 @click.option("--grabcut-iterations", type=int, default=5, show_default=True)
 @click.option("--crf/--no-crf", default=False, show_default=True)
 @click.option("--ignore-band", type=int, default=0, show_default=True, help="Pixels of 255 (ignore) on each side of mask edges.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Processes.")
+@click.option("--workers", type=workers_type, default=1, show_default=True, help="Processes.")
 @progress_option
 def command(
     data: Path, layout: str, out: Path, generator: str, generator_root: str | None,

@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
+if TYPE_CHECKING:
+    from c2f.inference import Engine
+
 Decorator = Callable[[Callable], Callable]
+
+# The names of c2f.data.layouts.LAYOUTS, spelt out so that the CLI imports without numpy and OpenCV;
+# tests/test_cli_errors.py checks that the two agree.
+LAYOUT_NAMES = ("images-masks", "images-masks-flat", "class-folder", "list-file", "voc2012", "oxford-pet",
+                "object-discovery")
 
 
 def _compose(*decorators: Decorator) -> Decorator:
@@ -28,9 +37,42 @@ device_option = click.option(
 threads_option = click.option("--threads", type=int, default=None, help="CPU threads for the model (default: all).")
 progress_option = click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 layout_option = click.option(
-    "--layout", default="auto", show_default=True,
-    help="Dataset layout: auto, images-masks, images-masks-flat, class-folder, list-file, voc2012, oxford-pet, object-discovery.",
+    "--layout", type=click.Choice(["auto", *LAYOUT_NAMES]), default="auto", show_default=True,
+    help="Dataset layout (auto: detected from the folder).",
 )
+workers_type = click.IntRange(min=1)
+"""``--workers``-like counts: at least one (0 would mean no one does the work)."""
+
+
+def _check_generator(_ctx: click.Context, _param: click.Parameter, name: str | None) -> str | None:
+    """Refuse an unknown coarse mask generator before any work, naming the valid ones.
+
+    Not a ``click.Choice``: generators are a registry that plugins extend, read when the command runs.
+    """
+    if name is None:
+        return None
+    from c2f.masks.generators import generator_names
+
+    valid = generator_names()
+    if name not in valid:
+        raise click.BadParameter(f"unknown generator {name!r}; valid: {', '.join(valid)}")
+    return name
+
+
+def generator_name_option(default: str | None, help_text: str) -> Decorator:
+    """``--generator``, checked against the registered coarse mask generators when the command runs."""
+    return click.option("--generator", default=default, show_default=default is not None, callback=_check_generator,
+                        help=help_text)
+
+
+def open_engine(model: Path, param_hint: str = "'--model'", **options: Any) -> "Engine":
+    """``Engine.open`` with a wrong model file as a one-line usage error instead of a traceback."""
+    from c2f.inference import Engine, ModelFileError
+
+    try:
+        return Engine.open(model, **options)
+    except ModelFileError as error:
+        raise click.BadParameter(str(error), param_hint=param_hint) from None
 
 
 def parse_key_values(pairs: Iterable[str]) -> dict[str, Any]:

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .options import model_options, progress_option, refine_options
+from .options import model_options, open_engine, progress_option, refine_options, workers_type
 
 if TYPE_CHECKING:
     from c2f.inference import Engine
 
 _LABELS_HINT = "'--labels-from'"
+EXIT_FAILED = 1
+"""Exit status when at least one input failed (0: every input done or already done)."""
 
 
 @click.command("segment")
@@ -26,7 +28,7 @@ _LABELS_HINT = "'--labels-from'"
 )
 @click.option("--include", multiple=True, default=("*",), show_default=True, help="Glob of files to take (repeatable).")
 @click.option("--exclude", multiple=True, default=(), help="Glob of files to leave out (repeatable).")
-@click.option("--workers", type=int, default=2, show_default=True, help="Threads decoding and writing images.")
+@click.option("--workers", type=workers_type, default=2, show_default=True, help="Threads decoding and writing images.")
 @click.option(
     "--labels-from", "labels_from", metavar="folders|FILE", default=None,
     help="Known classes per image: each mask then holds only background and those classes. 'folders': "
@@ -45,8 +47,14 @@ def command(
     """Segment every image under INPUT_DIR, mirroring the tree into --out.
 
     Already segmented images are skipped, so an interrupted run continues where it stopped; unreadable
-    files are listed in OUT/report.json and skipped. With --labels-from, OUT/results.jsonl records the
-    labels each image was segmented with.
+    files are listed in OUT/report.json and skipped. OUT/results.jsonl records each image's output files
+    (and with --labels-from, the labels it was segmented with). Images whose outputs would share a name
+    (x.jpg beside x.png in one folder) are named after their full file names: x.jpg.png, x.png.png.
+    --out may lie inside INPUT_DIR; it is never read as input.
+
+    Prints the counts done, skipped (already done) and failed. Exit status: 0 when every image is done
+    or already done, 1 when any file failed (listed on stderr and in OUT/report.json), 2 for a usage
+    error.
 
     \b
     Example:
@@ -54,20 +62,29 @@ def command(
       c2f segment sorted_photos/ -o masks/ --model model.onnx --labels-from folders --format cutout
       c2f segment photos/ -o masks/ --model model.onnx --labels-from labels.txt
     """
-    from c2f.inference import Engine
-    from c2f.inference.folder import find_files, segment_folder
+    from c2f.inference.folder import check_folders, find_files, segment_folder
 
+    try:
+        check_folders(input_dir, out_dir)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'-o' / '--out'") from None
     names = None
     if labels_from is not None:
-        rels = [path.relative_to(input_dir).as_posix() for path in find_files(input_dir, include, exclude)]
-        names = _label_names(labels_from, rels)
-    engine = Engine.open(model, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
+        files = find_files(input_dir, include, exclude, skip=out_dir)
+        names = _label_names(labels_from, [path.relative_to(input_dir).as_posix() for path in files])
+    engine = open_engine(model, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
     labels = _resolve(engine, names, labels_from) if names is not None else None
     report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress, workers,
                             labels=labels)
     click.echo(json.dumps(report.to_dict() | {"failed": len(report.failed)}))
+    if report.removed_temporaries:
+        click.echo(f"removed {len(report.removed_temporaries)} temporary files left by an interrupted run", err=True)
     for path, reason in report.failed:
-        click.echo(f"skipped {path}: {reason}", err=True)
+        click.echo(f"failed {path}: {reason}", err=True)
+    if report.failed:
+        click.echo(f"{len(report.failed)} files failed (see {out_dir / 'report.json'}); exit status {EXIT_FAILED}",
+                   err=True)
+        click.get_current_context().exit(EXIT_FAILED)
 
 
 def _label_names(labels_from: str, rels: list[str]) -> dict[str, tuple[str, ...]]:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from .options import device_option, generator_option, layout_option, progress_option
+from .options import (
+    device_option,
+    generator_name_option,
+    generator_option,
+    layout_option,
+    progress_option,
+    workers_type,
+)
 
 
 @click.command("train")
@@ -34,7 +41,7 @@ from .options import device_option, generator_option, layout_option, progress_op
                    "that starts from ImageNet [default: 0].")
 @click.option("--backbone", default=None, help="efficientnet-lite0 (default), resnet50, resnet101.")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None, help="Backbone ImageNet weights file (ResNet).")
-@click.option("--generator", default=None, help="Coarse mask generator: saliency (default), folder, box, ufs, cam.")
+@generator_name_option(None, "Coarse mask generator: saliency (default), folder, box, ufs, cam.")
 @click.option("--warm-start/--fresh-start", default=None,
               help="Start each round after the first from the previous round's weights, or from ImageNet [default: fresh].")
 @click.option("--ema-decay", type=float, default=None,
@@ -42,7 +49,7 @@ from .options import device_option, generator_option, layout_option, progress_op
 @click.option("--relabel-folds", type=int, default=None,
               help="Relabel each image with a model trained without it, over this many folds [default: 1, off].")
 @generator_option
-@click.option("--mask-workers", type=int, default=None, help="Processes for the mask stage [default: 1].")
+@click.option("--mask-workers", type=workers_type, default=None, help="Processes for the mask stage [default: 1].")
 @click.option("--seed", type=int, default=None, help="[default: 0]")
 @click.option("--resume", is_flag=True, help="Continue a killed run from its last checkpoint.")
 @device_option

@@ -13,6 +13,8 @@ from c2f.data.datasets import (
 )
 from c2f.data.io import (
     IMAGE_EXTENSIONS,
+    IMAGE_FORMATS,
+    SUPPORTED_TYPES,
     ImageReadError,
     decode_image,
     image_shape,
@@ -32,6 +34,8 @@ __all__ = [
     "DEMO_CLASSES",
     "IGNORE",
     "IMAGE_EXTENSIONS",
+    "IMAGE_FORMATS",
+    "SUPPORTED_TYPES",
     "LAYOUTS",
     "VOC_CLASSES",
     "ImageReadError",

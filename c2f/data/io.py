@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import uuid
 import warnings
 from collections.abc import Callable
@@ -23,9 +24,26 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-)
+# The one list of readable image types, shared by batch segmentation, data sets and HTTP uploads:
+# Pillow format name -> the file extensions that name it. Files are picked by extension, and every
+# reader checks the decoded format too, so a ``.jpg`` that is really a PPM is refused everywhere
+# alike. Multi-frame files (animated GIF and WebP, multi-page TIFF) are read as their first frame.
+# MPO is how Pillow names a camera JPEG that carries extra frames; it is a JPEG to the user.
+IMAGE_FORMATS: dict[str, tuple[str, ...]] = {
+    "JPEG": (".jpg", ".jpeg"),
+    "MPO": (),
+    "PNG": (".png",),
+    "BMP": (".bmp",),
+    "TIFF": (".tif", ".tiff"),
+    "WEBP": (".webp",),
+    "GIF": (".gif",),
+}
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(ext for exts in IMAGE_FORMATS.values() for ext in exts)
+SUPPORTED_TYPES = "JPEG, PNG, BMP, TIFF, WebP, GIF (first frame)"
+"""The readable types in words, for error messages."""
+
+# What _save_atomic names its temporary files: ``.<target name>.<32 hex digits>.tmp``.
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 # 80 megapixels: far above any photograph we segment, far below what exhausts memory when decoded.
 # Pillow refuses above 2 * Image.MAX_IMAGE_PIXELS (~179 MP) by itself; a larger max_pixels needs
@@ -65,6 +83,10 @@ def _decode(
             # warnings are irrelevant because alpha is dropped anyway.
             warnings.simplefilter("ignore")
             with Image.open(source) as img:
+                if img.format not in IMAGE_FORMATS:
+                    raise ImageReadError(
+                        label, f"{img.format} is not a supported image type; supported: {SUPPORTED_TYPES}"
+                    )
                 width, height = img.size
                 if width <= 0 or height <= 0:
                     raise ImageReadError(label, f"zero-size image ({width}x{height})")
@@ -228,6 +250,19 @@ def _save_atomic(path: str | os.PathLike[str], image: Image.Image, **save_option
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files of writes that a killed process left under ``folder``; return them.
+
+    :func:`_save_atomic` removes its temporary file on any exception, but not on SIGKILL or power
+    loss. Only names of its exact pattern are touched, so no user file is ever removed. Call it when
+    no other process is writing into ``folder`` (its in-flight temporaries would go too).
+    """
+    stale = [p for p in Path(folder).rglob(".*.tmp") if _TEMPORARY.match(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _jpeg_options(path: str | os.PathLike[str]) -> dict[str, object]:

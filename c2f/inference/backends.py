@@ -17,6 +17,15 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 METADATA_KEY = "c2f"
+MODEL_KINDS = "an ONNX export (.onnx, from c2f export) or a c2f checkpoint (.pt, from c2f train)"
+
+
+class ModelFileError(ValueError):
+    """A model file that c2f cannot open as a model: not an ONNX export nor a c2f checkpoint.
+
+    Kept apart from other failures (no CUDA, out of memory) so that a command line can answer a
+    wrong ``--model`` file with a one-line message instead of a traceback.
+    """
 
 
 @dataclass
@@ -53,6 +62,12 @@ class ModelInfo:
         )
 
 
+def _reason(exc: BaseException) -> str:
+    """An exception's first line (torch and ONNX Runtime messages run over many lines), or its type."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class Backend(Protocol):
     """A runtime that maps raw RGB pixels (NCHW, 0..255) to per-class logits at the same size."""
 
@@ -83,7 +98,15 @@ class TorchBackend:
 
         from c2f.models import model_from_config
 
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - unpickling any non-checkpoint fails in many ways
+            raise ModelFileError(f"{path} is not {MODEL_KINDS}: {_reason(exc)}") from exc
+        needed = ("config", "model", "task", "class_names")
+        missing = [key for key in needed if not isinstance(state, dict) or key not in state]
+        if missing:
+            raise ModelFileError(f"{path} is a torch file but not a c2f checkpoint (no {', '.join(missing)}); "
+                                 f"expected {MODEL_KINDS}")
         model = model_from_config(state["config"])
         model.load_state_dict(state["model"])
         info = ModelInfo(
@@ -121,12 +144,16 @@ class OnnxBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for a bad file
+            reason = f"ONNX Runtime cannot load it: {_reason(exc)}"
+            raise ModelFileError(f"{path} is not {MODEL_KINDS}: {reason}") from exc
         self.device = "cuda" if use_cuda else "cpu"
         self._input = self.session.get_inputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta:
-            raise ValueError(f"{path} is not a c2f export: its metadata has no '{METADATA_KEY}' entry")
+            raise ModelFileError(f"{path} is not a c2f export: its metadata has no '{METADATA_KEY}' entry")
         self.info = ModelInfo.from_dict(json.loads(meta[METADATA_KEY]))
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
@@ -149,11 +176,16 @@ def _warn_on_double_install() -> None:
 
 
 def load_backend(path: str | Path, device: str = "auto", threads: int | None = None) -> Backend:
-    """Open a model file by its suffix: ``.onnx`` via ONNX Runtime, anything else as a torch checkpoint."""
+    """Open a model file by its suffix: ``.onnx`` via ONNX Runtime, anything else as a torch checkpoint.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ModelFileError: the file is neither an ONNX export nor a c2f checkpoint.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         return OnnxBackend(path, device, threads)
     if threads:
         import torch

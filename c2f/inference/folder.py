@@ -2,9 +2,18 @@
 
 Outputs per image (``formats``), mirrored to the input tree under ``out_dir``:
 ``label`` indexed PNG with the VOC palette, ``mask`` binary foreground PNG, ``cutout`` RGBA PNG,
-``overlay`` colour overlay PNG. ``results.jsonl`` gets one line per image (classes, shares, timings,
-and the labels used); ``report.json`` lists what was done, skipped as already done, and failed with the
-reason.
+``overlay`` colour overlay PNG. ``results.jsonl`` gets one line per image (its output files, classes,
+shares, timings, and the labels used); ``report.json`` lists what was done, skipped as already done,
+and failed with the reason.
+
+Output names: ``a/x.jpg`` -> ``a/x.png``, ``a/x_mask.png``, ... When two images in one folder would
+get the same output names (``x.jpg`` beside ``x.png``, ``x.webp`` or ``x.JPG``; names compared
+case-insensitively, as on macOS and Windows), each of them is named after its full file name instead:
+``x.jpg.png``, ``x.jpg_mask.png``, ``x.png.png``, ... The choice depends only on which image files the
+input folder holds, never on ``include``/``exclude``, so every run names an image's outputs alike.
+
+The output folder may lie inside the input folder: it is never read as input. Temporary files left by
+a killed run (see :func:`c2f.data.io.remove_stale_temporaries`) are removed when the next run starts.
 
 Label-aware segmentation (co-segmentation of photos whose classes are known): ``labels`` maps each
 image's relative path to its classes, from :func:`folder_labels` (the class folder an image is in) or
@@ -16,15 +25,27 @@ from __future__ import annotations
 import fnmatch
 import json
 import time
+from collections import defaultdict
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Mapping, Sequence, TextIO
 
 import numpy as np
 from tqdm import tqdm
 
-from c2f.data.io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_label_png, write_mask_png, write_rgb, write_rgba
+from c2f.data.io import (
+    IMAGE_EXTENSIONS,
+    SUPPORTED_TYPES,
+    ImageReadError,
+    read_image,
+    remove_stale_temporaries,
+    write_label_png,
+    write_mask_png,
+    write_rgb,
+    write_rgba,
+)
 
 from .engine import Engine, Label, Prediction
 from .render import cutout, foreground_mask, overlay
@@ -42,36 +63,102 @@ class FolderReport:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    removed_temporaries: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
             "done": len(self.done),
             "skipped_already_done": len(self.skipped),
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "removed_temporary_files": len(self.removed_temporaries),
         }
 
 
-def find_files(root: Path, include: Sequence[str] = ("*",), exclude: Sequence[str] = ()) -> list[Path]:
+def check_folders(input_dir: str | Path, out_dir: str | Path) -> None:
+    """Refuse an output folder that is the input folder itself (``ValueError``).
+
+    Outputs would then lie among the inputs with nothing to tell them apart. An output folder *inside*
+    the input folder is fine: :func:`find_files` leaves it out.
+    """
+    if Path(input_dir).resolve() == Path(out_dir).resolve():
+        raise ValueError("the output folder must not be the input folder (its outputs would be read as "
+                         "images); give a new folder or a subfolder, e.g. -o INPUT_DIR/segmented")
+
+
+def find_files(
+    root: Path, include: Sequence[str] = ("*",), exclude: Sequence[str] = (), skip: Path | None = None
+) -> list[Path]:
     """Every file under ``root`` matching an include glob and no exclude glob (on the relative path).
 
     Files are not filtered by extension here: a text file among the images is reported as a failure,
-    not silently ignored, unless the user excludes it.
+    not silently ignored, unless the user excludes it. Hidden files and folders are left out, and so
+    is the folder ``skip`` (the output folder, whose outputs and reports are no input) when it lies
+    under ``root``.
     """
+    return [path for path in _visible_files(root, skip) if _selected(path, root, include, exclude)]
+
+
+def _visible_files(root: Path, skip: Path | None) -> list[Path]:
+    """Every file under ``root``, sorted, less hidden ones and those in the folder ``skip``."""
+    skipped = _relative_parts(root, skip) if skip is not None else None
     found = []
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if any(part.startswith(".") for part in Path(rel).parts):
-            continue
-        if any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(path.name, g) for g in include) and not any(
-            fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(path.name, g) for g in exclude
-        ):
+        parts = path.relative_to(root).parts
+        if not any(part.startswith(".") for part in parts) and not (skipped and parts[: len(skipped)] == skipped):
             found.append(path)
     return found
 
 
-def output_paths(out_dir: Path, rel: Path, formats: Sequence[str]) -> dict[str, Path]:
-    stem = out_dir / rel.parent / rel.stem
-    return {fmt: stem.with_name(stem.name + _SUFFIX[fmt]) for fmt in formats}
+def _selected(path: Path, root: Path, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    """Whether an include glob and no exclude glob matches the file's relative path or its name."""
+    rel = path.relative_to(root).as_posix()
+    return any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(path.name, g) for g in include) and not any(
+        fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(path.name, g) for g in exclude
+    )
+
+
+def _relative_parts(root: Path, folder: Path) -> tuple[str, ...] | None:
+    """``folder``'s path components below ``root`` (links resolved), or None when it is not below it."""
+    try:
+        return folder.resolve().relative_to(root.resolve()).parts or None
+    except ValueError:
+        return None
+
+
+def _base(rel: str, full_name: bool) -> str:
+    """The output name of ``rel`` before the format suffix: ``a/x`` (plain) or ``a/x.jpg`` (full name)."""
+    path = PurePosixPath(rel)
+    return (path if full_name else path.with_suffix("")).as_posix()
+
+
+def output_bases(rels: Iterable[str]) -> dict[str, str]:
+    """Each image's output name before the format suffix; images whose outputs would clash get full names.
+
+    ``rels`` are the relative POSIX paths of every image in the input folder. Outputs of all formats
+    are compared case-insensitively, so ``x.jpg`` and ``X.png`` clash too, and so do ``x.jpg`` and
+    ``x_mask.jpg`` (the mask of one is the label of the other). Clashing images switch to their full
+    file names, repeatedly until nothing clashes; full names never clash with each other, because an
+    image name ends in an image extension and never in ``_mask``, ``_cutout`` or ``_overlay``.
+    Files without an image extension write nothing and take no part.
+    """
+    images = sorted({rel for rel in rels if PurePosixPath(rel).suffix.lower() in IMAGE_EXTENSIONS})
+    full: set[str] = set()
+    while True:
+        owners: dict[str, set[str]] = defaultdict(set)
+        for rel in images:
+            base = _base(rel, rel in full)
+            for suffix in _SUFFIX.values():
+                owners[(base + suffix).casefold()].add(rel)
+        clashing = {rel for group in owners.values() if len(group) > 1 for rel in group} - full
+        if not clashing:
+            return {rel: _base(rel, rel in full) for rel in images}
+        full |= clashing
+
+
+def output_paths(out_dir: Path, rel: Path | str, formats: Sequence[str], base: str | None = None) -> dict[str, Path]:
+    """Each format's output file for image ``rel``; ``base`` from :func:`output_bases` (default: plain)."""
+    base = base if base is not None else _base(PurePosixPath(rel).as_posix(), full_name=False)
+    return {fmt: out_dir / f"{base}{_SUFFIX[fmt]}" for fmt in formats}
 
 
 def folder_labels(rels: Sequence[str]) -> dict[str, tuple[str, ...]]:
@@ -129,7 +216,11 @@ def segment_folder(
     *,
     labels: Mapping[str, Sequence[Label]] | None = None,
 ) -> FolderReport:
-    """Segment every image under ``input_dir``; images whose outputs all exist are skipped (resume).
+    """Segment every image under ``input_dir``; images already done are skipped (resume).
+
+    Done means results.jsonl records the image with exactly the outputs this run would write, and
+    they all exist; anything else (new, failed, killed part-way) is segmented again. The output folder
+    is left out of the input scan, and temporary files a killed run left in it are removed first.
 
     Images go to the model ``engine.batch_size`` at a time; ``workers`` threads decode and encode
     images around it (PIL and OpenCV release the GIL while they do).
@@ -143,17 +234,23 @@ def segment_folder(
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown formats {unknown}; valid: {list(FORMATS)}")
+    check_folders(input_dir, out_dir)
     own = {rel: engine.class_indices(names) for rel, names in labels.items()} if labels is not None else None
     out_dir.mkdir(parents=True, exist_ok=True)
     report = FolderReport()
+    report.removed_temporaries = [p.relative_to(out_dir).as_posix() for p in remove_stale_temporaries(out_dir)]
+    files = _visible_files(input_dir, skip=out_dir)
+    bases = output_bases(p.relative_to(input_dir).as_posix() for p in files)  # from all files: filter-proof
+    finished = _finished(out_dir)
     pending = []
-    for path in find_files(input_dir, include, exclude):
-        rel = path.relative_to(input_dir)
-        if all(p.exists() for p in output_paths(out_dir, rel, formats).values()):
-            report.skipped.append(rel.as_posix())
+    for path in (p for p in files if _selected(p, input_dir, include, exclude)):
+        rel = path.relative_to(input_dir).as_posix()
+        targets = output_paths(out_dir, rel, formats, bases.get(rel))
+        if rel in bases and _is_finished(finished.get(rel), targets, out_dir):
+            report.skipped.append(rel)
         else:
             pending.append(path)
-    with open(out_dir / "results.jsonl", "a", encoding="utf-8") as jsonl, ThreadPoolExecutor(workers) as pool, \
+    with _open_results(out_dir / "results.jsonl") as jsonl, ThreadPoolExecutor(workers) as pool, \
             tqdm(total=len(pending), desc="segment", disable=not progress) as bar:
         for start in range(0, len(pending), engine.batch_size):
             chunk = pending[start : start + engine.batch_size]
@@ -169,8 +266,8 @@ def segment_folder(
             chunk_labels = [own[rel] for rel, _, _ in loaded] if own is not None else None
             predictions = engine.segment([image for _, image, _ in loaded], crf=crf, grabcut=grabcut,
                                          labels=chunk_labels)
-            jobs = [(out_dir, rel, image, read_s, prediction, formats, engine.info.class_names,
-                     chunk_labels[i] if chunk_labels is not None else None)
+            jobs = [(output_paths(out_dir, rel, formats, bases[rel]), out_dir, rel, image, read_s, prediction,
+                     engine.info.class_names, chunk_labels[i] if chunk_labels is not None else None)
                     for i, ((rel, image, read_s), prediction) in enumerate(zip(loaded, predictions))]
             for record in pool.map(lambda job: _write(*job), jobs):
                 jsonl.write(json.dumps(record) + "\n")
@@ -181,10 +278,59 @@ def segment_folder(
     return report
 
 
+def _finished(out_dir: Path) -> dict[str, dict[str, str]]:
+    """Relative image path -> its output files (format -> path relative to ``out_dir``), per results.jsonl.
+
+    The last record of a path wins. A line cut short by a kill is ignored, and records of older
+    versions (no ``outputs``) map to ``{}``, which :func:`_is_finished` reads as "the computed names".
+    """
+    finished: dict[str, dict[str, str]] = {}
+    try:
+        lines = (out_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return finished
+    for line in lines:
+        try:
+            record = json.loads(line)
+            finished[record["path"]] = dict(record.get("outputs") or {})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return finished
+
+
+def _is_finished(recorded: dict[str, str] | None, targets: Mapping[str, Path], out_dir: Path) -> bool:
+    """An image is done when results.jsonl records it with these outputs and they all exist.
+
+    Requiring the record as well as the files means an image killed between writing its files and
+    its record is redone (so results.jsonl always lists it), and outputs written under another name
+    (by a version that let clashing names overwrite each other) do not count.
+    """
+    if recorded is None:
+        return False
+    for fmt, target in targets.items():
+        if (recorded and recorded.get(fmt) != target.relative_to(out_dir).as_posix()) or not target.exists():
+            return False
+    return True
+
+
+def _open_results(path: Path) -> TextIO:
+    """Open results.jsonl for appending, first ending a line a kill cut short so records stay one per line."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as handle:
+            handle.seek(-1, 2)
+            cut = handle.read(1) != b"\n"
+        if cut:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write("\n")
+    return open(path, "a", encoding="utf-8")
+
+
 def _load(path: Path) -> tuple[np.ndarray, float] | ImageReadError:
     """Decode one file, or return (not raise) why it cannot be used, so one bad file skips alone."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        return ImageReadError(str(path), f"not an image file type ({path.suffix or 'no suffix'})")
+        return ImageReadError(
+            str(path), f"not an image file type ({path.suffix or 'no suffix'}); readable: {SUPPORTED_TYPES}"
+        )
     began = time.perf_counter()
     try:
         return read_image(path), time.perf_counter() - began
@@ -193,10 +339,14 @@ def _load(path: Path) -> tuple[np.ndarray, float] | ImageReadError:
 
 
 def _write(
-    out_dir: Path, rel: str, image: np.ndarray, read_s: float, prediction: Prediction,
-    formats: Sequence[str], class_names: Sequence[str], labels: tuple[int, ...] | None,
+    targets: Mapping[str, Path], out_dir: Path, rel: str, image: np.ndarray, read_s: float,
+    prediction: Prediction, class_names: Sequence[str], labels: tuple[int, ...] | None,
 ) -> dict:
-    """Write one image's outputs and return its JSON-lines record (``labels``: null when unrestricted)."""
+    """Write one image's outputs (format -> file) and return its JSON-lines record.
+
+    The record names the output files relative to ``out_dir`` (``outputs``) and the labels used
+    (``labels``: null when unrestricted).
+    """
     label = prediction.label_map
     foreground = foreground_mask(label)
     writers = {
@@ -205,10 +355,11 @@ def _write(
         "cutout": lambda p: write_rgba(p, cutout(image, foreground)),
         "overlay": lambda p: write_rgb(p, overlay(image, label)),
     }
-    for fmt, target in output_paths(out_dir, Path(rel), formats).items():
+    for fmt, target in targets.items():
         writers[fmt](target)
     return {
         "path": rel,
+        "outputs": {fmt: target.relative_to(out_dir).as_posix() for fmt, target in targets.items()},
         "size": [int(image.shape[1]), int(image.shape[0])],
         "labels": [class_names[i] for i in labels] if labels is not None else None,
         "classes": sorted({class_names[i] for i in np.unique(label) if 0 < i < len(class_names)}),

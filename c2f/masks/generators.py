@@ -36,6 +36,7 @@ __all__ = [
     "CoarseGenerator",
     "CoarseInputError",
     "GENERATORS",
+    "generator_names",
     "register_generator",
     "make_generator",
     "SaliencyGenerator",
@@ -102,6 +103,14 @@ def register_generator(cls: _G) -> _G:
 _LAZY_MODULES = {"ufs": "c2f.masks.ufs", "cam": "c2f.masks.cam"}
 
 
+def generator_names() -> list[str]:
+    """Every name :func:`make_generator` accepts, sorted: the registered ones and the lazily loaded ones.
+
+    Cheap (imports no torch), so a command line can check a name before any work starts.
+    """
+    return sorted({*GENERATORS, *_LAZY_MODULES})
+
+
 def make_generator(name: str, **options: Any) -> CoarseGenerator:
     """Instantiate the generator registered as `name` with its `options`."""
     if name not in GENERATORS and name in _LAZY_MODULES:
@@ -109,7 +118,7 @@ def make_generator(name: str, **options: Any) -> CoarseGenerator:
     try:
         cls = GENERATORS[name]
     except KeyError:
-        valid = ", ".join(sorted({*GENERATORS, *_LAZY_MODULES}))
+        valid = ", ".join(generator_names())
         raise ValueError(f"unknown coarse generator {name!r}; valid: {valid}") from None
     try:
         return cls(**options)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from c2f.data.io import ImageReadError, decode_image, voc_palette
+from c2f.data.io import IMAGE_FORMATS, SUPPORTED_TYPES, ImageReadError, decode_image, voc_palette
 from c2f.inference.backends import ModelInfo
 from c2f.inference.engine import class_indices, class_pixels
 
@@ -225,20 +225,25 @@ def check_upload(data: bytes | None, max_bytes: int) -> bytes:
 def decode_upload(data: bytes | None, max_bytes: int, max_pixels: int, name: str = "upload") -> np.ndarray:
     """Uploaded bytes -> HxWx3 uint8 RGB through :func:`c2f.data.io.decode_image`.
 
-    Status codes: 400 missing or empty file, 413 over the byte or pixel limit, 415 not an image
-    format Pillow recognises, 422 a recognised format that fails to decode (truncated, corrupt).
-    The header is probed first so that an oversized image is refused before it is decoded.
+    Status codes: 400 missing or empty file, 413 over the byte or pixel limit, 415 not one of the
+    readable types (:data:`c2f.data.io.IMAGE_FORMATS`, the same as ``c2f segment`` and the data
+    sets), 422 a readable type that fails to decode (truncated, corrupt). The header is probed first
+    so that an oversized image is refused before it is decoded.
     """
     data = check_upload(data, max_bytes)
     try:
         with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
+            width, height, image_format = *probe.size, probe.format
     except Image.UnidentifiedImageError:
         raise RequestError(415, "the uploaded file is not an image in a supported format", "not_an_image") from None
     except Image.DecompressionBombError as exc:
         raise RequestError(413, f"the image has too many pixels ({exc})", "too_many_pixels") from None
     except Exception as exc:  # noqa: BLE001 - any header failure is the upload's fault
         raise RequestError(422, f"the image header cannot be read: {exc}", "corrupt_image") from None
+    if image_format not in IMAGE_FORMATS:
+        raise RequestError(
+            415, f"the uploaded file is a {image_format} image; supported: {SUPPORTED_TYPES}", "not_an_image"
+        )
     if width * height > max_pixels:
         raise RequestError(
             413, f"the image has {width}x{height} pixels; the limit is {max_pixels} pixels", "too_many_pixels"
