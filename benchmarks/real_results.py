@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     exp.voc()
     exp.horse()
     exp.results["headline"] = headline(exp.results)
-    places = {"out": exp.out, "data": exp.data}
+    places = {"out": exp.out, "data": exp.data, "report": report.resolve()}
     command = "python benchmarks/real_results.py " + " ".join(argv if argv is not None else sys.argv[1:])
     command = without_machine_paths(command, places)
     (report / "results.json").write_text(json.dumps(without_machine_paths(exp.results, places), indent=2, default=str))
