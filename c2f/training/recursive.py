@@ -135,6 +135,9 @@ def train_recursive(
         result.masks = write_final_masks(run, result.final_checkpoint)
     if dist_info.is_main:
         summary = {"mask_stage": _mask_stage_scores(train_set, out), "rounds": result.rounds}
+        notes = list(dict.fromkeys(train_set.notes + (val_set.notes if val_set is not None else [])))
+        if notes:  # what loading the data left out (empty class folders, unread images), as logged
+            summary["data_warnings"] = notes
         if result.masks:
             summary["masks"] = result.masks
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
