@@ -115,6 +115,7 @@ def test_resume_without_the_split_options_keeps_the_stored_split(tmp_path, demo_
     for same in ([], ["--val-fraction", "0.25"], ["--seed", "0"]):
         proc = _c2f("train", "--data", demo_data, "--out", run, "--resume", *TINY, *same)
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "resuming with the run's split: --val-fraction 0.25 (seed 0)" in proc.stdout
         assert _mask_stage_images(run) == trained_on, same  # the val images never reached the mask stage
 
 

@@ -121,12 +121,14 @@ class SplitSettings:
 
     @classmethod
     def load(cls, path: Path) -> "SplitSettings":
+        """The settings a run stored in its ``split.json``."""
         stored = json.loads(path.read_text())
         return cls(float(stored["val_fraction"]), int(stored["seed"]), stored.get("val_data"))
 
     def describe(self) -> str:
-        held_out = f"--val-fraction {self.val_fraction} (seed {self.seed})" if self.val_fraction else "no --val-fraction"
-        return f"{held_out}, --val-data {self.val_data or 'none'}"
+        """The settings as the options that give them, for the line a resume prints."""
+        fraction = f"{self.val_fraction} (seed {self.seed})" if self.val_fraction else "none"
+        return f"--val-fraction {fraction}, --val-data {self.val_data or 'none'}"
 
     def save(self, path: Path) -> None:
         """Write atomically (every torchrun rank may read it), unless the same settings are there already."""
