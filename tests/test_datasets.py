@@ -214,6 +214,54 @@ def test_class_folder_with_corrupt_image_and_clutter(tmp_path: Path) -> None:
     assert len(dataset) == 3  # the input is not modified
 
 
+# --- what a layout leaves out: empty class folders, images it does not read ---
+
+
+@pytest.mark.parametrize("images", ["", "images"])
+def test_empty_class_folder_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, images: str
+) -> None:
+    _image(tmp_path / images / "lynx" / "l1.jpg")
+    (tmp_path / images / "otter").mkdir()
+    (tmp_path / images / "otter" / "notes.txt").write_text("no images here")
+    with caplog.at_level(logging.WARNING, logger="c2f.data.layouts"):
+        dataset = load_dataset(tmp_path)
+    assert [s.key for s in dataset.samples] == ["lynx/l1"] and dataset.class_names == ["background", "lynx"]
+    (note,) = dataset.notes
+    assert "'otter'" in note and "no images" in note and "\n" not in note
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [note]
+
+
+def test_images_the_layout_does_not_read_are_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _image(tmp_path / "images" / "cat" / "c1.jpg")
+    _mask(tmp_path / "masks" / "cat" / "c1.png", SQUARE * 255)  # masks and coarse maps are not inputs
+    _mask(tmp_path / "saliency" / "cat" / "orphan.png", SQUARE * 255)
+    _image(tmp_path / "images" / "loose.jpg")  # not in a class folder
+    _image(tmp_path / "images" / "cat" / "nested" / "n.jpg")  # below a class folder
+    _image(tmp_path / "dog" / "d.jpg")  # a class folder of the other layout
+    _image(tmp_path / ".cache" / "hidden.jpg")
+    with caplog.at_level(logging.WARNING, logger="c2f.data.layouts"):
+        dataset = load_dataset(tmp_path)
+    assert [s.key for s in dataset.samples] == ["cat/c1"]
+    (note,) = dataset.notes
+    assert "layout images-masks ignores 3 of 4 images" in note
+    assert "dog/d.jpg, images/cat/nested/n.jpg, images/loose.jpg" in note and "--layout" in note
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [note]
+    assert split(dataset, 0.5)[0].notes == dataset.notes == dataset.to_foreground().notes
+
+
+def test_a_dataset_that_fits_its_layout_has_no_notes(tmp_path: Path) -> None:
+    _image(tmp_path / "images" / "cat" / "c1.jpg")
+    _mask(tmp_path / "masks" / "cat" / "c1.png", SQUARE * 255)
+    _mask(tmp_path / "saliency" / "cat" / "c1.png", SQUARE * 255)
+    assert load_dataset(tmp_path).notes == []
+    _image(tmp_path / "flat" / "images" / "a.jpg")
+    _mask(tmp_path / "flat" / "masks" / "a.png", SQUARE * 255)
+    assert load_dataset(tmp_path / "flat").notes == []
+
+
 # --- list-file ---
 
 

@@ -59,6 +59,7 @@ def command(
             name = f"{path.parent.name if run_dir else path.stem}{'_crf' if use_crf else ''}"
             write_report(metrics, out, name)
             click.echo(f"\n{name} ({metrics['images']} images)\n{format_table(metrics)}")
+            _warn_skipped(metrics, out / f"{name}.json")
             if not use_crf or not compare_crf:
                 rounds.append({"round": len(rounds) + 1, "val": metrics})
     if run_dir:
@@ -66,6 +67,15 @@ def command(
         (out / "rounds.json").write_text(json.dumps(summary, indent=2))
         plot_rounds(summary, out / "rounds.png")
         click.echo(f"\nper-round plot: {out / 'rounds.png'}")
+
+
+def _warn_skipped(metrics: dict, report: Path) -> None:
+    """One line on stderr when unreadable images (or ground-truth masks) were left out of the score."""
+    skipped = metrics.get("skipped_images", [])
+    if skipped:
+        click.echo(f"warning: skipped {len(skipped)} unreadable image(s) or mask(s), e.g. {skipped[0]['path']} "
+                   f"({skipped[0]['reason']}); all listed under skipped_images in {report}: fix or remove them "
+                   "to score every image", err=True)
 
 
 def _check_classes(model_classes: list[str], data_classes: list[str], model: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -16,6 +19,9 @@ from .options import (
     workers_type,
 )
 
+SPLIT_FILE = "split.json"  # in the run folder: how the data was split, so that --resume splits it alike
+_OPTIONS = {"val_fraction": "--val-fraction", "seed": "--seed", "val_data": "--val-data"}  # field -> option
+
 
 @click.command("train")
 @click.option("--data", type=click.Path(exists=True, path_type=Path), required=True, help="Training images with image-level labels.")
@@ -25,8 +31,11 @@ from .options import (
 @click.option("--config", "config_file", default=None,
               help="A bundled recipe by name (cpu: sized for a CPU, see c2f/configs/cpu.yaml) or a YAML/TOML "
                    "file of TrainConfig fields; command-line options override it.")
-@click.option("--val-data", type=click.Path(exists=True, path_type=Path), default=None, help="Images with ground-truth masks for per-round metrics.")
-@click.option("--val-fraction", type=float, default=0.0, show_default=True, help="Hold out this share of --data (it needs masks) for validation.")
+@click.option("--val-data", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Images with ground-truth masks for per-round metrics; --resume reuses the run's own.")
+@click.option("--val-fraction", type=float, default=None,
+              help="Hold out this share of --data (it needs masks) for validation [default: 0]; --resume reuses "
+                   "the run's own.")
 @click.option("--rounds", type=int, default=None, help="[default: 5]")
 @click.option("--epochs", type=int, default=None, help="Epochs per round [default: 10].")
 @click.option("--batch-size", type=int, default=None, help="[default: 12]")
@@ -56,7 +65,7 @@ from .options import (
 @progress_option
 def command(
     data: Path, layout: str, out: Path, task: str | None, config_file: str | None, val_data: Path | None,
-    val_fraction: float, resume: bool, device: str, progress: bool, **overrides,
+    val_fraction: float | None, resume: bool, device: str, progress: bool, **overrides,
 ) -> None:
     """Train from image-level labels: coarse masks -> GrabCut -> rounds of train, relabel, retrain.
 
@@ -73,17 +82,25 @@ def command(
     from c2f.data.layouts import load_dataset
     from c2f.training import TrainConfig, train_recursive
 
+    if (out / "config.yaml").exists() and not resume:
+        raise click.UsageError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     try:
         cfg = TrainConfig.from_recipe(config_file) if config_file else TrainConfig()
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--config") from None
     if resume and (out / "config.yaml").exists() and config_file is None:
         cfg = TrainConfig.from_file(out / "config.yaml")
+    given = SplitSettings(val_fraction, overrides["seed"], str(val_data.resolve()) if val_data else None)
+    settings = _resolved_split(out / SPLIT_FILE, given, default_seed=cfg.seed, resume=resume)
+    if resume and (out / SPLIT_FILE).exists():
+        click.echo(f"resuming with the run's split: {settings.describe()}")
     cfg = cfg.updated(task=task, device=device, **overrides)
     train_set = load_dataset(data, layout)
-    val_set = load_dataset(val_data, "auto") if val_data else None
-    if val_fraction > 0:
-        train_set, val_set = split(train_set, val_fraction, seed=cfg.seed)
+    val_set = load_dataset(Path(settings.val_data), "auto") if settings.val_data else None
+    if settings.val_fraction:
+        train_set, val_set = split(train_set, settings.val_fraction, seed=settings.seed)
+    if os.environ.get("RANK", "0") == "0":
+        settings.save(out / SPLIT_FILE)
     result = train_recursive(cfg, train_set, out, val_set, resume=resume, progress=progress)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one report
         click.echo(f"final checkpoint: {result.final_checkpoint}")
@@ -92,3 +109,57 @@ def command(
             scored = f", mIoU {quality['miou']:.3f} against the ground truth" if quality else ""
             click.echo(f"masks of the training images: {out / 'masks'} ({result.masks['masks']} images, "
                        f"{result.masks['dropped']} dropped{scored})")
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """What decides a run's train/val split; ``None`` in a field means "not given"."""
+
+    val_fraction: float | None = None
+    seed: int | None = None
+    val_data: str | None = None  # resolved path of --val-data
+
+    @classmethod
+    def load(cls, path: Path) -> "SplitSettings":
+        """The settings a run stored in its ``split.json``."""
+        stored = json.loads(path.read_text())
+        return cls(float(stored["val_fraction"]), int(stored["seed"]), stored.get("val_data"))
+
+    def describe(self) -> str:
+        """The settings as the options that give them, for the line a resume prints."""
+        fraction = f"{self.val_fraction} (seed {self.seed})" if self.val_fraction else "none"
+        return f"--val-fraction {fraction}, --val-data {self.val_data or 'none'}"
+
+    def save(self, path: Path) -> None:
+        """Write atomically (every torchrun rank may read it), unless the same settings are there already."""
+        text = json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+        if path.exists() and path.read_text() == text:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def _resolved_split(path: Path, given: SplitSettings, *, default_seed: int, resume: bool) -> SplitSettings:
+    """The split to train on: the one stored in the run when resuming, else the options given.
+
+    Without this a resume that forgets --val-fraction trains on a different split, silently (the
+    val images even become training images). A resume whose explicit options contradict the stored
+    split is refused, naming the option and the stored value.
+    """
+    if not (resume and path.exists()):  # a new run, or one from before split.json was kept
+        return SplitSettings(given.val_fraction or 0.0, default_seed if given.seed is None else given.seed,
+                             given.val_data)
+    stored = SplitSettings.load(path)
+    for name, option in _OPTIONS.items():
+        value, kept = getattr(given, name), getattr(stored, name)
+        if value is not None and value != kept:
+            raise click.UsageError(
+                f"{option} {value} conflicts with this run's split "
+                f"({option} {kept if kept is not None else 'none'}, stored in {path}); resume without {option} "
+                "to keep the run's split, or train into a new --out")
+    if stored.val_data and not Path(stored.val_data).exists():
+        raise click.UsageError(f"this run's --val-data {stored.val_data} (stored in {path}) no longer exists; "
+                               "restore it to resume, or train into a new --out")
+    return stored

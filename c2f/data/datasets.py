@@ -82,6 +82,9 @@ class LabelledDataset:
       * ``"trimap"``: Oxford-IIIT Pet trimaps, 1 = object, 2 = background, 3 = border (ignored).
     ``task`` ``"foreground"`` means evaluation is class-agnostic (0 background / 1 object) even when
     the labels still name classes, as in object-discovery benchmarks.
+    ``notes`` are one-line warnings about what loading left out (an empty class folder, images the
+    layout does not look at); the loader has logged them, and reports such as the mask stage's
+    summary repeat them, because a silently smaller data set is the hardest mistake to notice.
     """
 
     root: Path
@@ -89,6 +92,7 @@ class LabelledDataset:
     samples: list[Sample] = field(default_factory=list)
     mask_format: MaskFormat = "binary"
     task: Task = "semantic"
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -254,27 +258,45 @@ def split(
     return train, val
 
 
-def _read_error(sample: Sample) -> tuple[str, str] | None:
+def read_error(sample: Sample, error: ImageReadError) -> tuple[str, str]:
+    """(image path, reason) for a sample that cannot be used because ``error`` was raised reading it.
+
+    The image path names what is skipped; the reason names the ground-truth mask when that was the
+    unreadable file, so the listing says which file to fix.
+    """
+    if sample.mask is not None and error.path == str(sample.mask):
+        return str(sample.image), f"ground-truth mask {sample.mask}: {error.reason}"
+    return str(sample.image), error.reason
+
+
+def _read_error(sample: Sample, masks: bool = True) -> tuple[str, str] | None:
     try:
         read_image(sample.image)
+        if masks and sample.mask is not None:
+            read_mask(sample.mask)
     except ImageReadError as exc:
-        return str(sample.image), exc.reason
+        return read_error(sample, exc)
     return None
 
 
 def check_images(
-    dataset: LabelledDataset, workers: int = 1
+    dataset: LabelledDataset, workers: int = 1, *, masks: bool = True
 ) -> tuple[LabelledDataset, list[tuple[str, str]]]:
-    """Fully decode every image; return the dataset without unreadable ones, and (path, reason)s.
+    """Fully decode every image (and, with ``masks``, its ground-truth mask); return the dataset
+    without unreadable ones, and (image path, reason)s.
 
-    Header checks miss truncated files, so each image is decoded completely. Threads suffice for
+    Header checks miss truncated files, so each file is decoded completely. A sample whose mask is
+    unreadable goes too: scoring it would fail later, after hours of training. Threads suffice for
     ``workers > 1`` because Pillow releases the GIL while decoding.
     """
+    def check(sample: Sample) -> tuple[str, str] | None:
+        return _read_error(sample, masks)
+
     if workers > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            errors = list(pool.map(_read_error, dataset.samples))
+            errors = list(pool.map(check, dataset.samples))
     else:
-        errors = [_read_error(sample) for sample in dataset.samples]
+        errors = [check(sample) for sample in dataset.samples]
     bad: list[tuple[str, str]] = []
     good: list[Sample] = []
     for sample, error in zip(dataset.samples, errors, strict=True):

@@ -10,7 +10,9 @@ fix the class space with ``class_names`` (e.g. to keep indices stable across sub
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -50,6 +52,45 @@ def _subdirs(folder: Path) -> list[Path]:
 
 def _has_images(folder: Path) -> bool:
     return folder.is_dir() and any(_is_image(p) for p in folder.iterdir())
+
+
+def _class_folders(parent: Path) -> tuple[list[Path], list[Path]]:
+    """The sub-folders of ``parent`` that hold images (the classes) and those that hold none."""
+    folders = _subdirs(parent)
+    classes = [folder for folder in folders if _has_images(folder)]
+    return classes, [folder for folder in folders if folder not in classes]
+
+
+def _unread_images(root: Path, used: set[Path], skip: tuple[Path, ...]) -> list[Path]:
+    """Image files under ``root`` that no sample uses, hidden entries and ``skip`` folders aside."""
+    found = []
+    for folder, subfolders, files in os.walk(root):  # symlinked folders are not entered
+        subfolders[:] = [d for d in subfolders if not d.startswith(".") and Path(folder, d) not in skip]
+        found += [path for path in (Path(folder, name) for name in files)
+                  if _is_image(path) and path not in used]
+    return sorted(found)
+
+
+def _with_notes(
+    dataset: LabelledDataset, *, layout: str, reads: str, empty: list[Path], skip: tuple[Path, ...] = ()
+) -> LabelledDataset:
+    """The dataset with a note (also logged as a warning) on each thing the layout left out.
+
+    An empty class folder loses its class, and images outside the places the layout ``reads`` are
+    never labelled: both shrink the data without an error, so the user must hear of them.
+    """
+    notes = [f"class folder {folder} holds no images, so class {folder.name!r} is left out; "
+             "add images to it or remove it" for folder in empty]
+    used = {sample.image for sample in dataset.samples}
+    unread = _unread_images(dataset.root, used, skip)
+    if unread:
+        examples = ", ".join(path.relative_to(dataset.root).as_posix() for path in unread[:3])
+        notes.append(f"layout {layout} ignores {len(unread)} of {len(unread) + len(used)} images under "
+                     f"{dataset.root} (e.g. {examples}): it reads only {reads}; move them there or choose "
+                     "another layout (--layout)")
+    for note in notes:
+        logger.warning("%s", note)
+    return dataclasses.replace(dataset, notes=notes)
 
 
 def _optional_file(path: Path) -> Path | None:
@@ -100,7 +141,7 @@ def load_images_masks(
     """``root/images/<class>/*``, optional ``root/masks/<class>/<stem>.png`` (0/255) and
     ``root/saliency/<class>/<stem>.png`` (coarse maps). The voc10-coseg and demo-set layout."""
     root = Path(root)
-    folders = [folder for folder in _subdirs(root / "images") if _has_images(folder)]
+    folders, empty = _class_folders(root / "images")
     names = _class_space((folder.name for folder in folders), class_names)
     samples = [
         Sample(
@@ -113,7 +154,9 @@ def load_images_masks(
         for folder in folders
         for image in _image_files(folder)
     ]
-    return LabelledDataset(root, names, _unique_keys(samples), mask_format="binary")
+    dataset = LabelledDataset(root, names, _unique_keys(samples), mask_format="binary")
+    return _with_notes(dataset, layout="images-masks", reads=f"{root / 'images'}/<class>/", empty=empty,
+                       skip=(root / "masks", root / "saliency"))
 
 
 def _flat_class_name(root: Path, class_names: Sequence[str] | None) -> str:
@@ -148,9 +191,11 @@ def load_images_masks_flat(
         for image in _image_files(root / "images")
     ]
     names = ["background", _flat_class_name(root, class_names)]
-    return LabelledDataset(
+    dataset = LabelledDataset(
         root, names, _unique_keys(samples), mask_format="binary", task="foreground"
     )
+    return _with_notes(dataset, layout="images-masks-flat", reads=f"{root / 'images'}/", empty=[],
+                       skip=(root / "masks", root / "saliency"))
 
 
 def load_class_folder(
@@ -159,14 +204,15 @@ def load_class_folder(
     """``root/<label>/*``: one image-level label per image from its folder, no ground truth
     (the paper's ImageNet-style setting)."""
     root = Path(root)
-    folders = [folder for folder in _subdirs(root) if _has_images(folder)]
+    folders, empty = _class_folders(root)
     names = _class_space((folder.name for folder in folders), class_names)
     samples = [
         Sample(key=f"{folder.name}/{image.stem}", image=image, labels=(names.index(folder.name),))
         for folder in folders
         for image in _image_files(folder)
     ]
-    return LabelledDataset(root, names, _unique_keys(samples))
+    dataset = LabelledDataset(root, names, _unique_keys(samples))
+    return _with_notes(dataset, layout="class-folder", reads=f"{root}/<class>/", empty=empty)
 
 
 # --- list-file ---

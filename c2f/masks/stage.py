@@ -9,7 +9,8 @@ Layout of `out_dir`::
     coarse/<key>.png    0/255 coarse mask             refined/<key>.png  0/255 after GrabCut/CRF
     labels/<key>.png    indexed label PNG (0 bg, class ids, 255 ignore) - absent when dropped
     manifest-<hash>.jsonl  the journal; <hash> digests the settings, so new settings never
-                           reuse stale masks          summary.json  counts, fallbacks, timings
+                           reuse stale masks          summary.json  counts, fallbacks, timings,
+                                                      data_warnings (what loading the data left out)
     manifest-<hash>.rank<k>-of-<n>.jsonl  shard k's journal when n processes share the work
 
 Reproducibility: GrabCut is seeded from each image's key, so outputs do not depend on the
@@ -307,6 +308,7 @@ def _summarise(config: _Config, settings_hash: str, dataset: LabelledDataset,
                          for s in steps},
         "mean_fg_fraction": float(np.mean([r["fg_fraction"] for r in ok])) if ok else None,
         "elapsed_seconds": round(elapsed, 3),
+        "data_warnings": list(dataset.notes),  # what loading left out: empty class folders, unread images
     }
 
 

@@ -10,8 +10,8 @@ from typing import Mapping
 import numpy as np
 from tqdm import tqdm
 
-from c2f.data.datasets import LabelledDataset, ground_truth
-from c2f.data.io import read_image, read_mask, write_rgb
+from c2f.data.datasets import LabelledDataset, ground_truth, read_error
+from c2f.data.io import ImageReadError, read_image, read_mask, write_rgb
 from c2f.inference import Engine
 from c2f.inference.render import overlay
 from c2f.metrics import Scorer
@@ -31,6 +31,9 @@ def evaluate_engine(
     The model's classes must be the dataset's (a foreground model is scored on ``to_foreground()``).
     ``known_labels`` restricts each prediction to its image's own labels (label-aware segmentation,
     the co-segmentation use: the classes in each photo are known, their pixels are not).
+    An image whose file or ground-truth mask cannot be read is skipped, not fatal (one bad file must
+    not cost a whole evaluation); the result counts them under ``skipped`` and lists
+    ``{"path", "reason"}`` under ``skipped_images``.
     """
     if engine.info.num_classes != dataset.num_classes:
         raise ValueError(
@@ -39,12 +42,21 @@ def evaluate_engine(
         )
     scorer = Scorer(dataset.num_classes)
     samples = [s for s in dataset.samples if s.mask is not None]
+    skipped: list[dict[str, str]] = []
     for sample in tqdm(samples, desc="evaluate", disable=not progress, leave=False):
-        image = read_image(sample.image)
+        try:  # both files before the model runs: a bad mask costs no prediction
+            image = read_image(sample.image)
+            truth = ground_truth(sample, dataset)
+        except ImageReadError as error:
+            path, reason = read_error(sample, error)
+            log.warning("skipping unreadable image %s: %s", path, reason)
+            skipped.append({"path": path, "reason": reason})
+            continue
         labels = [sample.labels] if known_labels else None
         prediction = engine.segment([image], crf=crf, grabcut=grabcut, labels=labels)[0]
-        scorer.update(ground_truth(sample, dataset), prediction.label_map)
-    return scorer.summary(dataset.class_names) | {"crf": crf, "grabcut": grabcut, "known_labels": known_labels}
+        scorer.update(truth, prediction.label_map)
+    settings = {"crf": crf, "grabcut": grabcut, "known_labels": known_labels}
+    return scorer.summary(dataset.class_names) | settings | {"skipped": len(skipped), "skipped_images": skipped}
 
 
 def score_label_maps(dataset: LabelledDataset, label_maps: Mapping[str, Path | np.ndarray]) -> dict:

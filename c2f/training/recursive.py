@@ -3,6 +3,7 @@
 Run folder layout (every step's artifacts on disk, so any step can be inspected or rerun)::
 
     OUT/config.yaml            the full TrainConfig
+    OUT/skipped_images.json    images (train or val split) left out because they or their masks are unreadable
     OUT/mask_stage/            coarse, GrabCut-refined and label maps of the mask stage (+ summary.json)
     OUT/round_K/labels/        round K's training labels (round 1 uses OUT/mask_stage/labels)
     OUT/round_K/label_stats.json, metrics.json, checkpoint.pt, overlays/*.png
@@ -79,9 +80,7 @@ def train_recursive(
     out.mkdir(parents=True, exist_ok=True)
     if dist_info.is_main:
         cfg.save(out / "config.yaml")
-    train_set, bad = check_images(train_set)
-    if bad and dist_info.is_main:
-        (out / "skipped_images.json").write_text(json.dumps([{"path": p, "reason": r} for p, r in bad], indent=2))
+    train_set, val_set = _readable(train_set, val_set, out if dist_info.is_main else None)
     result = RunResult(out)
     # The mask stage journals each image as it finishes; under DDP each rank takes its share of the
     # images (a journal per rank) and every rank returns the merged result.
@@ -136,11 +135,40 @@ def train_recursive(
         result.masks = write_final_masks(run, result.final_checkpoint)
     if dist_info.is_main:
         summary = {"mask_stage": _mask_stage_scores(train_set, out), "rounds": result.rounds}
+        notes = list(dict.fromkeys(train_set.notes + (val_set.notes if val_set is not None else [])))
+        if notes:  # what loading the data left out (empty class folders, unread images), as logged
+            summary["data_warnings"] = notes
         if result.masks:
             summary["masks"] = result.masks
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
         plot_rounds(summary, out / "rounds.png")
     return result
+
+
+SKIPPED_IMAGES = "skipped_images.json"  # the images (of either split) left out as unreadable
+
+
+def _readable(
+    train_set: LabelledDataset, val_set: LabelledDataset | None, out: Path | None
+) -> tuple[LabelledDataset, LabelledDataset | None]:
+    """Both splits without the images whose file or ground-truth mask cannot be read.
+
+    Checked before the first round: otherwise a corrupt val image ends the run only once round 1
+    has trained. The skipped ones are listed with their split in ``out/skipped_images.json``
+    (written only when ``out`` is given, i.e. on the main rank; a stale list is removed).
+    """
+    train_set, bad = check_images(train_set)
+    skipped = [{"split": "train", "path": path, "reason": reason} for path, reason in bad]
+    if val_set is not None:
+        val_set, bad = check_images(val_set)
+        skipped += [{"split": "val", "path": path, "reason": reason} for path, reason in bad]
+    if out is not None and skipped:
+        (out / SKIPPED_IMAGES).write_text(json.dumps(skipped, indent=2))
+        log.warning("skipped %d unreadable images (listed in %s); fix or remove them to use them",
+                    len(skipped), out / SKIPPED_IMAGES)
+    elif out is not None:
+        (out / SKIPPED_IMAGES).unlink(missing_ok=True)
+    return train_set, val_set
 
 
 @dataclass(frozen=True)
