@@ -180,9 +180,9 @@ class Experiment:
             rounds.append(row)
         summary = {"config": cfg.to_dict(), "rounds": rounds,
                    "checkpoint": result.final_checkpoint.relative_to(self.out).as_posix()}
-        if result.masks.get("quality"):
-            summary["final_masks"] = {"masks": result.masks["masks"], "dropped": result.masks["dropped"],
-                                      **_short(result.masks["quality"])}
+        if result.masks:  # scored when any image kept a mask (a tiny quick-mode model may keep none)
+            scores = _short(result.masks["quality"]) if "quality" in result.masks else {}
+            summary["final_masks"] = {"masks": result.masks["masks"], "dropped": result.masks["dropped"], **scores}
         return summary
 
     def label_aware(self, run: dict[str, Any], val: LabelledDataset) -> dict[str, Any]:
@@ -263,15 +263,15 @@ def _recipe(cfg: dict[str, Any]) -> str:
 
 def headline(r: dict) -> dict[str, float]:
     """The issue's headline figures, in percent on the VOC / horse val splits (training masks: train split)."""
-    def pct(value: float) -> float:
-        return round(100 * value, 1)
+    def pct(value: float | None) -> float | None:
+        return None if value is None else round(100 * value, 1)
 
     return {
         "voc_full_miou": pct(r["voc_full"]["rounds"][-1]["val"]["miou"]),
         "voc_weak_miou": pct(r["voc_weak"]["rounds"][-1]["val"]["miou"]),
         "voc_weak_label_aware_miou": pct(r["voc_weak_label_aware"]["labels_grabcut"]["miou"]),
         "voc_val_masks_miou": pct(r["voc_val_masks"]["grabcut"]["miou"]),
-        "voc_refined_labels_miou": pct(r["voc_weak"]["final_masks"]["miou"]),
+        "voc_refined_labels_miou": pct(r["voc_weak"]["final_masks"].get("miou")),
         "horse_weak_jaccard": pct(r["horse_weak"]["rounds"][-1]["val"]["fg_jaccard"]),
         "horse_full_jaccard": pct(r["horse_full"]["rounds"][-1]["val"]["fg_jaccard"]),
         "minutes": round(sum(r["seconds"].values()) / 60, 1),
@@ -434,8 +434,8 @@ def markdown(results: dict, command: str) -> str:
     final_masks = r["voc_weak"].get("final_masks")
     if final_masks:
         lines.append(f"| the last model's masks of the training images (`OUT/masks`, {final_masks['masks']} kept, "
-                     f"{final_masks['dropped']} dropped) | | | {_pct(final_masks['miou'])} | "
-                     f"{_pct(final_masks['fg_jaccard'])} | |")
+                     f"{final_masks['dropped']} dropped) | | | {_pct(final_masks.get('miou'))} | "
+                     f"{_pct(final_masks.get('fg_jaccard'))} | |")
     lines += [
         "",
         f"Paper (VOC12 val, its own saliency student): coarse {PAPER['coarse']}, box {PAPER['box']}, "
@@ -518,7 +518,7 @@ def targets(r: dict) -> list[str]:
         ("label-aware weak model at least 45 val mIoU and above the val images' saliency + GrabCut masks",
          h["voc_weak_label_aware_miou"] >= 45 and h["voc_weak_label_aware_miou"] > h["voc_val_masks_miou"],
          f"{h['voc_weak_label_aware_miou']} vs {h['voc_val_masks_miou']}"),
-        ("refined masks of the training images (`OUT/masks`) at least 50 mIoU", h["voc_refined_labels_miou"] >= 50,
+        ("refined masks of the training images (`OUT/masks`) at least 50 mIoU", (h["voc_refined_labels_miou"] or 0) >= 50,
          f"{h['voc_refined_labels_miou']}"),
         ("VOC val mIoU rises from round 1 to the last round", voc_rounds[-1] > voc_rounds[0],
          " -> ".join(_pct(x) for x in voc_rounds)),

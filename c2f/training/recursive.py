@@ -338,7 +338,7 @@ def write_final_masks(run: _Run, checkpoint: Path) -> dict:
     summary: dict = {"checkpoint": checkpoint.relative_to(run.out).as_posix(), "images": len(run.train_set.samples),
                      "masks": len(labels), "dropped": len(run.train_set.samples) - len(labels),
                      "objectness_fallback": rescued}
-    if run.train_set.has_ground_truth:
+    if run.train_set.has_ground_truth and labels:  # nothing kept: nothing to score
         quality = score_label_maps(run.train_set, labels)
         (folder / "quality.json").write_text(json.dumps(quality, indent=2))
         (folder / "quality.txt").write_text(format_table(quality) + "\n")
