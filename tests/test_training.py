@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from c2f.data.layouts import load_dataset
 from c2f.training import TrainConfig
 from c2f.training.checkpoint import load_checkpoint
 from c2f.training.samples import LabelMapDataset
