@@ -13,7 +13,6 @@ their time and memory stop growing with the photo. Images within the bound are r
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -23,16 +22,38 @@ import numpy as np
 from .backends import Backend, ModelInfo, load_backend
 
 
-@dataclass
 class Prediction:
-    """One image's result: the label map at the image's size, its class probabilities and timings."""
+    """One image's result: the label map at the image's size, its class probabilities and timings.
 
-    label_map: np.ndarray
-    probs: np.ndarray
-    timings: dict[str, float] = field(default_factory=dict)
-    # (height, width) at which CRF/GrabCut ran (None: neither ran); smaller than the image above
-    # REFINE_MAX_PIXELS.
-    refined_size: tuple[int, int] | None = None
+    ``refined_size`` is the (height, width) at which CRF/GrabCut ran (None when neither ran):
+    smaller than the image above :data:`REFINE_MAX_PIXELS`. ``probs`` may be given as a function
+    that makes them: they are then made on first access only. A refined big photo's full-size
+    probabilities (classes x height x width float32, 1 GB for 21 classes at 12 MP) are not needed
+    for its label map, and the service, which sends only the map, never makes them.
+    """
+
+    def __init__(
+        self,
+        label_map: np.ndarray,
+        probs: np.ndarray | Callable[[], np.ndarray],
+        timings: dict[str, float] | None = None,
+        refined_size: tuple[int, int] | None = None,
+    ) -> None:
+        self.label_map = label_map
+        self._probs = probs
+        self.timings = {} if timings is None else timings
+        self.refined_size = refined_size
+
+    @property
+    def probs(self) -> np.ndarray:
+        """CxHxW float32 class probabilities at the image's size (after the CRF when it ran)."""
+        if callable(self._probs):
+            self._probs = self._probs()
+        return self._probs
+
+    def __repr__(self) -> str:
+        return (f"Prediction(label_map={self.label_map.shape}, timings={self.timings}, "
+                f"refined_size={self.refined_size})")
 
     def class_shares(self, class_names: Sequence[str]) -> dict[str, float]:
         """Share of the image's pixels per class present (for JSON reports)."""
@@ -240,7 +261,8 @@ def predict_from_logits(
     post-processing (:func:`label_map_from_probs`). CRF and GrabCut run at
     :func:`working_size` (``max_pixels``; None = always full size): above the bound the image is
     downscaled (area averaging), the probabilities are made at that size, the refined label map is
-    upsampled (:func:`upsample_labels`) and the probabilities resized to the image's size. ``stop``
+    upsampled (:func:`upsample_labels`) and the probabilities resized to the image's size when first
+    read (:class:`Prediction`). ``stop``
     is asked before each refinement step; :class:`Cancelled` ends the work when it says so.
     """
     from c2f.masks.crf import dense_crf
@@ -263,10 +285,12 @@ def predict_from_logits(
     label_map = label_map_from_probs(work_image, probs, labels, grabcut)
     if grabcut:
         timings["grabcut_s"] = time.perf_counter() - began
-    if reduced:
-        label_map = upsample_labels(label_map, height, width)
-        probs = resize_planes(probs, height, width) if crf else softmax_resized(logits, height, width)
-    return Prediction(label_map, probs, timings, work if refine else None)
+    if not reduced:
+        return Prediction(label_map, probs, timings, work if refine else None)
+    refined = probs
+    full_size = ((lambda: resize_planes(refined, height, width)) if crf
+                 else (lambda: softmax_resized(logits, height, width)))
+    return Prediction(upsample_labels(label_map, height, width), full_size, timings, work)
 
 
 class Engine:
