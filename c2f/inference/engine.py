@@ -146,15 +146,22 @@ def upsample_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarra
 
     Nearest-neighbour resizing would turn a refined edge into a staircase of the scale factor's
     step; this is the multi-class form of resizing a binary mask linearly and thresholding at 0.5.
+    One value's plane at a time (a running maximum; ties go to the lower value), so memory stays
+    at two float planes of the output size however many classes the map holds.
     """
     if label_map.shape == (height, width):
         return label_map.copy()
     values = np.unique(label_map)
     if len(values) == 1:
         return np.full((height, width), values[0], np.uint8)
-    planes = (label_map[..., None] == values).astype(np.float32)
-    resized = cv2.resize(planes, (width, height), interpolation=cv2.INTER_LINEAR)
-    return values[np.argmax(resized.reshape(height, width, len(values)), axis=2)].astype(np.uint8)
+    out = np.empty((height, width), np.uint8)
+    best = np.full((height, width), -1.0, np.float32)
+    for value in values:
+        plane = cv2.resize((label_map == value).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        better = plane > best
+        out[better] = value
+        np.maximum(best, plane, out=best)
+    return out
 
 
 class Cancelled(Exception):

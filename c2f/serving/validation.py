@@ -512,7 +512,7 @@ class ErrorEnvelope:
         held: dict | None = None
         parts: list[bytes] = []
         records: list[logging.LogRecord] = []
-        final: dict[str, Any] = {"status": None}
+        final: dict[str, Any] = {"status": None, "logged": False}
 
         async def wrapped_send(message: dict) -> None:
             nonlocal held
@@ -531,6 +531,7 @@ class ErrorEnvelope:
                 final["status"] = status
                 if status < 500:  # what BentoML objected to, unless the answer already says it
                     log_client_error(scope, status, body, "" if self._reason_of(raw) else _cause(records))
+                    final["logged"] = True
                 headers = [(k, v) for k, v in held.get("headers", []) if k not in (b"content-length", b"content-type")]
                 headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
                 await send({**held, "status": status, "headers": headers})
@@ -544,7 +545,10 @@ class ErrorEnvelope:
         finally:
             _HELD_RECORDS.reset(token)
             status = final["status"]
-            if records and (status is None or not 400 <= status < 500):
+            if status is not None and 400 <= status < 500:
+                if not final["logged"]:  # a 4xx passed through as it was (not JSON)
+                    log_client_error(scope, status, b"", _cause(records))
+            elif records:
                 _release(records)  # a server fault (or no answer): its tracebacks belong in the log
 
     @staticmethod
