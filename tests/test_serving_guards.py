@@ -320,3 +320,18 @@ def test_upload_guard_reads_part_headers_as_they_stream():
     seen.clear()
     accepted = asyncio.run(post([head, file, tail]))
     assert accepted.status_code == 200 and b"".join(seen) == head + file + tail
+
+
+# ----------------------------------------------------------------------------- the working-resolution setting
+
+
+def test_refine_bound_setting(client):
+    from c2f.inference import REFINE_MAX_PIXELS
+    from c2f.serving.validation import Settings
+
+    assert Settings.from_env({}).refine_max_pixels == REFINE_MAX_PIXELS
+    assert Settings.from_env({"C2F_REFINE_MAX_PIXELS": "250000"}).refine_max_pixels == 250_000
+    assert Settings.from_env({"C2F_REFINE_MAX_PIXELS": "0"}).refine_max_pixels is None  # full size
+    with pytest.raises(ValueError, match="C2F_REFINE_MAX_PIXELS"):
+        Settings.from_env({"C2F_REFINE_MAX_PIXELS": "-1"})
+    assert client.get("/metadata").json()["refine_max_pixels"] == REFINE_MAX_PIXELS

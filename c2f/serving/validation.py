@@ -23,7 +23,7 @@ from PIL import Image
 
 from c2f.data.io import IMAGE_FORMATS, SUPPORTED_TYPES, ImageReadError, decode_image, voc_palette
 from c2f.inference.backends import ModelInfo
-from c2f.inference.engine import class_indices, class_pixels
+from c2f.inference.engine import REFINE_MAX_PIXELS, class_indices, class_pixels
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # 20 MiB per uploaded file
 DEFAULT_MAX_PIXELS = 25_000_000  # 25 megapixels per decoded image
@@ -100,6 +100,7 @@ class Settings:
     device: str = "auto"
     timeout_s: int = DEFAULT_TIMEOUT_S
     keep_aspect: bool = False  # pad to the model's square input instead of stretching (as c2f segment --keep-aspect)
+    refine_max_pixels: int | None = REFINE_MAX_PIXELS  # CRF/GrabCut working resolution; None = full size
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -121,6 +122,8 @@ class Settings:
             device=device,
             timeout_s=_env_int(env, "C2F_TIMEOUT", DEFAULT_TIMEOUT_S, 1),
             keep_aspect=_env_bool(env, "C2F_KEEP_ASPECT", False),
+            # 0 = no bound: CRF and GrabCut at every image's full size (memory and time grow with it).
+            refine_max_pixels=_env_int(env, "C2F_REFINE_MAX_PIXELS", REFINE_MAX_PIXELS, 0) or None,
         )
 
     def resolve_model(self) -> Path:
