@@ -8,6 +8,11 @@ server's RSS (main process + workers, via psutil) before and after each run.
     python benchmarks/load_test.py --model model.onnx                 # 1000 requests x 16, both modes
     python benchmarks/load_test.py --requests 200 --out report.json   # exports a throwaway model
     python benchmarks/load_test.py --url http://127.0.0.1:3000        # an already running server
+    python benchmarks/load_test.py --big-refine                       # 20 x 4000x3000 JPEG, CRF + GrabCut
+
+``--big-refine`` is the heavy post-processing case: 20 concurrent uploads of a 4000x3000 JPEG with
+``crf=true&grabcut=true`` (batching on, no warm-up); the report gives the answered count, the status
+codes and the server's peak RSS (main process + workers, sampled every 0.25 s during the run).
 
 Hard caps: at most 5000 requests and 64 concurrent per run, and a wall-clock budget
 (``--max-seconds``, default 900) for the whole script, after which no new request is sent.
@@ -22,6 +27,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +86,31 @@ def rss_mb(pid: int | None) -> dict[str, float] | None:
         return None
 
 
+class RssPeak:
+    """Samples the server's RSS (:func:`rss_mb`) in a thread; ``peak`` is the sample with the largest total."""
+
+    def __init__(self, pid: int | None, every_s: float = 0.25) -> None:
+        self.pid, self.every_s = pid, every_s
+        self.peak: dict[str, float] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sample = rss_mb(self.pid)
+            if sample and (self.peak is None or sample["total_mb"] > self.peak["total_mb"]):
+                self.peak = sample
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> "RssPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def batch_histogram(url: str) -> dict[str, float] | None:
     """Mean adaptive batch size of the ``infer`` method, from the Prometheus endpoint."""
     try:
@@ -103,6 +134,7 @@ async def fire(url: str, route: str, image: bytes, params: dict, requests: int, 
                deadline: float) -> dict:
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    codes: dict[str, int] = {}
     sent = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
@@ -117,6 +149,8 @@ async def fire(url: str, route: str, image: bytes, params: dict, requests: int, 
                     key = None if response.status_code == 200 else str(response.status_code)
                 except httpx.HTTPError as exc:
                     key = type(exc).__name__
+                code = key or "200"
+                codes[code] = codes.get(code, 0) + 1
                 if key is None:
                     latencies.append(time.perf_counter() - began)
                 else:
@@ -130,6 +164,7 @@ async def fire(url: str, route: str, image: bytes, params: dict, requests: int, 
     return {
         "requests_sent": sent,
         "ok": done,
+        "status_codes": codes,
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "truncated_by_time_cap": sent < requests,
@@ -161,10 +196,15 @@ def run_mode(args, model: Path | None, batching: bool | None, image: bytes, dead
         params = {"format": args.format}
         if args.crf:
             params["crf"] = "true"
+        if args.grabcut:
+            params["grabcut"] = "true"
         rss_before = rss_mb(pid)
-        warm = asyncio.run(fire(url, args.route, image, params, args.warmup, min(args.concurrency, args.warmup or 1), deadline))
+        warm = (asyncio.run(fire(url, args.route, image, params, args.warmup, min(args.concurrency, args.warmup), deadline))
+                if args.warmup else {"errors": 0})
         rss_warm = rss_mb(pid)
-        result = asyncio.run(fire(url, args.route, image, params, args.requests, args.concurrency, deadline))
+        with RssPeak(pid) as peak:
+            result = asyncio.run(fire(url, args.route, image, params, args.requests, args.concurrency, deadline))
+        result["rss_peak"] = peak.peak
         result["rss_before"] = rss_before
         result["rss_after_warmup"] = rss_warm
         result["rss_after"] = rss_mb(pid)
@@ -193,7 +233,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--route", default="/segment")
     parser.add_argument("--format", default="png")
     parser.add_argument("--crf", action="store_true")
-    parser.add_argument("--image", type=Path, help="image to send (default: a synthetic 500x375 JPEG)")
+    parser.add_argument("--grabcut", action="store_true")
+    parser.add_argument("--image", type=Path, help="image to send (default: a synthetic JPEG of --image-size)")
+    parser.add_argument("--image-size", default="375x500", help="HEIGHTxWIDTH of the synthetic JPEG (default 375x500)")
+    parser.add_argument("--big-refine", action="store_true",
+                        help="the big-photo case: 20 concurrent 4000x3000 JPEGs with CRF and GrabCut, batching on, "
+                             "no warm-up (sets --requests, --concurrency, --image-size, --crf, --grabcut, --modes, "
+                             "--warmup)")
     parser.add_argument("--input-size", type=int, default=321, help="for the throwaway model")
     parser.add_argument("--classes", type=int, default=21, help="for the throwaway model")
     parser.add_argument("--batch", type=int, default=8, help="C2F_BATCH (max batch size)")
@@ -202,6 +248,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-seconds", type=float, default=900, help="wall-clock budget for the whole script")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
     args = parser.parse_args(argv)
+    if args.big_refine:
+        args.requests, args.concurrency, args.image_size, args.warmup = 20, 20, "3000x4000", 0
+        args.crf = args.grabcut = True
+        args.modes = "on"
+    try:
+        height, width = (int(side) for side in args.image_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--image-size {args.image_size!r} is not HEIGHTxWIDTH")
     if not 1 <= args.requests <= MAX_REQUESTS:
         parser.error(f"--requests must be 1..{MAX_REQUESTS}")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
@@ -209,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.url and not re.match(r"^https?://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/?$", args.url):
         parser.error("--url must be a loopback address")
     deadline = time.monotonic() + args.max_seconds
-    image = args.image.read_bytes() if args.image else synthetic_jpeg()
+    image = args.image.read_bytes() if args.image else synthetic_jpeg(height, width)
 
     with tempfile.TemporaryDirectory(prefix="c2f-load-") as tmp:
         workdir = Path(tmp)
@@ -227,7 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "config": {
             "requests": args.requests, "concurrency": args.concurrency, "route": args.route, "format": args.format,
-            "crf": args.crf, "image_bytes": len(image), "model": str(args.model) if args.model else
+            "crf": args.crf, "grabcut": args.grabcut, "image_bytes": len(image),
+            "image_size": None if args.image else args.image_size, "model": str(args.model) if args.model else
             f"untrained deeplab/efficientnet-lite0, {args.classes} classes, input {args.input_size}",
             "batch": args.batch, "batch_latency_ms": args.batch_latency_ms, "threads": args.threads,
             "cpu_count": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()],

@@ -4,14 +4,17 @@ Images are resized to the model's square training size (the paper resizes to 321
 of images stacks into one tensor; probabilities are resized back to each image's own size. With
 ``keep_aspect`` the image is instead scaled to fit that square without distortion and the rest is
 padded (edge pixels repeated); the padding's logits are cut off before resizing back.
+
+CRF and GrabCut run at a bounded working resolution (:data:`REFINE_MAX_PIXELS`, see
+:func:`working_size`): a larger photo is refined on a downscaled copy and the result upsampled, so
+their time and memory stop growing with the photo. Images within the bound are refined at full size.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -19,13 +22,38 @@ import numpy as np
 from .backends import Backend, ModelInfo, load_backend
 
 
-@dataclass
 class Prediction:
-    """One image's result: the label map at the image's size, its class probabilities and timings."""
+    """One image's result: the label map at the image's size, its class probabilities and timings.
 
-    label_map: np.ndarray
-    probs: np.ndarray
-    timings: dict[str, float] = field(default_factory=dict)
+    ``refined_size`` is the (height, width) at which CRF/GrabCut ran (None when neither ran):
+    smaller than the image above :data:`REFINE_MAX_PIXELS`. ``probs`` may be given as a function
+    that makes them: they are then made on first access only. A refined big photo's full-size
+    probabilities (classes x height x width float32, 1 GB for 21 classes at 12 MP) are not needed
+    for its label map, and the service, which sends only the map, never makes them.
+    """
+
+    def __init__(
+        self,
+        label_map: np.ndarray,
+        probs: np.ndarray | Callable[[], np.ndarray],
+        timings: dict[str, float] | None = None,
+        refined_size: tuple[int, int] | None = None,
+    ) -> None:
+        self.label_map = label_map
+        self._probs = probs
+        self.timings = {} if timings is None else timings
+        self.refined_size = refined_size
+
+    @property
+    def probs(self) -> np.ndarray:
+        """CxHxW float32 class probabilities at the image's size (after the CRF when it ran)."""
+        if callable(self._probs):
+            self._probs = self._probs()
+        return self._probs
+
+    def __repr__(self) -> str:
+        return (f"Prediction(label_map={self.label_map.shape}, timings={self.timings}, "
+                f"refined_size={self.refined_size})")
 
     def class_shares(self, class_names: Sequence[str]) -> dict[str, float]:
         """Share of the image's pixels per class present (for JSON reports)."""
@@ -70,22 +98,86 @@ def to_batch(images: Sequence[np.ndarray], size: int, keep_aspect: bool = False)
     return batch
 
 
-def softmax_resized(logits: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize CxHxW logits to the image size, then softmax over classes (float32 CxHxW).
+def resize_planes(planes: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinearly resize CxHxW float planes (logits or probabilities) to float32 C x height x width.
 
-    cv2 resizes channels-last images, so the logits go CHW -> HWC -> CHW; both layout changes are
+    cv2 resizes channels-last images, so the planes go CHW -> HWC -> CHW; both layout changes are
     2-D (channels x pixels) transposes, which cv2 does several times faster than a strided numpy
-    copy, and the softmax then runs on contiguous class planes.
+    copy, and what follows runs on contiguous class planes.
     """
-    channels, in_height, in_width = logits.shape
-    planes = np.ascontiguousarray(logits, dtype=np.float32).reshape(channels, in_height * in_width)
-    hwc = cv2.transpose(planes).reshape(in_height, in_width, channels)
+    channels, in_height, in_width = planes.shape
+    flat = np.ascontiguousarray(planes, dtype=np.float32).reshape(channels, in_height * in_width)
+    hwc = cv2.transpose(flat).reshape(in_height, in_width, channels)
     resized = cv2.resize(hwc, (width, height), interpolation=cv2.INTER_LINEAR)
-    probs = cv2.transpose(resized.reshape(height * width, channels)).reshape(channels, height, width)
+    return cv2.transpose(resized.reshape(height * width, channels)).reshape(channels, height, width)
+
+
+def softmax_resized(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize CxHxW logits to the image size, then softmax over classes (float32 CxHxW)."""
+    probs = resize_planes(logits, height, width)
     probs -= probs.max(axis=0)
     np.exp(probs, out=probs)
     probs /= probs.sum(axis=0)
     return probs
+
+
+# Pixels CRF and GrabCut may work on. Both cost time and memory in proportion to the pixels they see
+# (a dense CRF and GrabCut on a 12-megapixel photo take gigabytes and minutes), and a photo's extra
+# pixels add little to a mask made from a model that saw the image at ~321 px. One megapixel keeps
+# every size up to 1280x720 (and VOC's 500x375) exactly as before and refines a 4000x3000 photo at
+# 1154x866, near the ~500 px images DeepLab's CRF settings were tuned on.
+REFINE_MAX_PIXELS = 1_000_000
+
+
+def working_size(height: int, width: int, max_pixels: int | None = REFINE_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) at which CRF and GrabCut run for a ``height`` x ``width`` image.
+
+    The image's own size when it has at most ``max_pixels`` pixels (or ``max_pixels`` is None),
+    else the same aspect ratio scaled down to at most ``max_pixels`` pixels.
+    """
+    if max_pixels is None or height * width <= max_pixels:
+        return height, width
+    scale = (max_pixels / (height * width)) ** 0.5
+    return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+def upsample_labels(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a uint8 label map with smooth edges: bilinear planes per value present, then argmax.
+
+    Nearest-neighbour resizing would turn a refined edge into a staircase of the scale factor's
+    step; this is the multi-class form of resizing a binary mask linearly and thresholding at 0.5.
+    One value's plane at a time (a running maximum; ties go to the lower value), so memory stays
+    at two float planes of the output size however many classes the map holds.
+    """
+    if label_map.shape == (height, width):
+        return label_map.copy()
+    values = np.unique(label_map)
+    if len(values) == 1:
+        return np.full((height, width), values[0], np.uint8)
+    out = np.empty((height, width), np.uint8)
+    best = np.full((height, width), -1.0, np.float32)
+    for value in values:
+        plane = cv2.resize((label_map == value).astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
+        better = plane > best
+        out[better] = value
+        np.maximum(best, plane, out=best)
+    return out
+
+
+class Cancelled(Exception):
+    """Raised by :meth:`Engine.segment` when its ``stop`` callback says the result is no longer wanted."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(f"cancelled before {stage}")
+        self.stage = stage
+
+
+StopCheck = Callable[[], bool]
+
+
+def _check(stop: StopCheck | None, stage: str) -> None:
+    if stop is not None and stop():
+        raise Cancelled(stage)
 
 
 # At inference an image is never dropped, but the objectness fallback of the between-round rule
@@ -161,20 +253,75 @@ def label_map_from_probs(
     ).label_map
 
 
-class Engine:
-    """Segment images with any backend; refinement (CRF, GrabCut) is opt-in per call."""
+def predict_from_logits(
+    image: np.ndarray,
+    logits: np.ndarray,
+    labels: tuple[int, ...] | None = None,
+    crf: bool = False,
+    grabcut: bool = False,
+    max_pixels: int | None = REFINE_MAX_PIXELS,
+    stop: StopCheck | None = None,
+) -> Prediction:
+    """One image's prediction from the model's CxhxW logits for it (padding already cut off).
 
-    def __init__(self, backend: Backend, batch_size: int = 8, keep_aspect: bool = False) -> None:
+    Probabilities at the image's size, then the optional dense CRF and own-class/GrabCut
+    post-processing (:func:`label_map_from_probs`). CRF and GrabCut run at
+    :func:`working_size` (``max_pixels``; None = always full size): above the bound the image is
+    downscaled (area averaging), the probabilities are made at that size, the refined label map is
+    upsampled (:func:`upsample_labels`) and the probabilities resized to the image's size when first
+    read (:class:`Prediction`). ``stop``
+    is asked before each refinement step; :class:`Cancelled` ends the work when it says so.
+    """
+    from c2f.masks.crf import dense_crf
+
+    height, width = image.shape[:2]
+    refine = crf or grabcut
+    work = working_size(height, width, max_pixels) if refine else (height, width)
+    reduced = work != (height, width)
+    work_image = cv2.resize(image, (work[1], work[0]), interpolation=cv2.INTER_AREA) if reduced else image
+    probs = softmax_resized(logits, *work)
+    timings: dict[str, float] = {}
+    if crf:
+        _check(stop, "crf")
+        began = time.perf_counter()
+        probs = dense_crf(work_image, probs)
+        timings["crf_s"] = time.perf_counter() - began
+    if grabcut:
+        _check(stop, "grabcut")
+    began = time.perf_counter()
+    label_map = label_map_from_probs(work_image, probs, labels, grabcut)
+    if grabcut:
+        timings["grabcut_s"] = time.perf_counter() - began
+    if not reduced:
+        return Prediction(label_map, probs, timings, work if refine else None)
+    refined = probs
+    full_size = ((lambda: resize_planes(refined, height, width)) if crf
+                 else (lambda: softmax_resized(logits, height, width)))
+    return Prediction(upsample_labels(label_map, height, width), full_size, timings, work)
+
+
+class Engine:
+    """Segment images with any backend; refinement (CRF, GrabCut) is opt-in per call.
+
+    ``refine_max_pixels`` bounds the working resolution of CRF and GrabCut (see
+    :func:`working_size`); None refines every image at full size.
+    """
+
+    def __init__(
+        self, backend: Backend, batch_size: int = 8, keep_aspect: bool = False,
+        refine_max_pixels: int | None = REFINE_MAX_PIXELS,
+    ) -> None:
         self.backend = backend
         self.batch_size = batch_size
         self.keep_aspect = keep_aspect
+        self.refine_max_pixels = refine_max_pixels
 
     @classmethod
     def open(
         cls, path: str | Path, device: str = "auto", threads: int | None = None, batch_size: int = 8,
-        keep_aspect: bool = False,
+        keep_aspect: bool = False, refine_max_pixels: int | None = REFINE_MAX_PIXELS,
     ) -> "Engine":
-        return cls(load_backend(path, device, threads), batch_size, keep_aspect)
+        return cls(load_backend(path, device, threads), batch_size, keep_aspect, refine_max_pixels)
 
     @property
     def info(self) -> ModelInfo:
@@ -184,20 +331,28 @@ class Engine:
         """This model's indices of class names (or checked indices); see :func:`class_indices`."""
         return class_indices(labels, self.info)
 
-    def probabilities(self, images: Sequence[np.ndarray]) -> Iterable[tuple[np.ndarray, float]]:
-        """Yield (CxHxW probabilities at each image's size, model seconds per image), in order."""
+    def logits(self, images: Sequence[np.ndarray], stop: StopCheck | None = None) -> Iterator[tuple[np.ndarray, float]]:
+        """Yield (each image's CxhxW logits, padding cut off; model seconds per image), in order.
+
+        ``stop`` is asked before each model call (:class:`Cancelled` when it says so).
+        """
         size = self.info.input_size
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
+            _check(stop, "model")
             began = time.perf_counter()
             logits = self.backend.run(to_batch(chunk, size, self.keep_aspect))
             per_image = (time.perf_counter() - began) / len(chunk)
             for image, logit in zip(chunk, logits):
-                height, width = image.shape[:2]
                 if self.keep_aspect:
-                    fitted_height, fitted_width = fit_size(height, width, size)
+                    fitted_height, fitted_width = fit_size(image.shape[0], image.shape[1], size)
                     logit = logit[:, :fitted_height, :fitted_width]
-                yield softmax_resized(logit, height, width), per_image
+                yield logit, per_image
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> Iterable[tuple[np.ndarray, float]]:
+        """Yield (CxHxW probabilities at each image's size, model seconds per image), in order."""
+        for image, (logit, per_image) in zip(images, self.logits(images)):
+            yield softmax_resized(logit, image.shape[0], image.shape[1]), per_image
 
     def segment(
         self,
@@ -205,32 +360,26 @@ class Engine:
         crf: bool = False,
         grabcut: bool = False,
         labels: Sequence[Sequence[Label] | None] | None = None,
+        stop: StopCheck | None = None,
     ) -> list[Prediction]:
         """Segment a list of RGB images.
 
         ``labels`` (one entry per image: class names or indices, or ``None`` for no restriction)
         restricts each prediction to background and the image's own classes, as the paper's
         between-round post-processing does; a class outside them never appears. ``crf`` runs a
-        dense CRF on the probabilities and ``grabcut`` re-cuts the predicted foreground with GrabCut.
-        Labels are checked (:meth:`class_indices`) before any image is run.
+        dense CRF on the probabilities and ``grabcut`` re-cuts the predicted foreground with GrabCut,
+        both at most at ``refine_max_pixels`` (:func:`predict_from_logits`). Labels are checked
+        (:meth:`class_indices`) before any image is run. ``stop`` (e.g. "has the client gone?") is
+        asked before every model call, CRF and GrabCut; when it returns True the call raises
+        :class:`Cancelled` and the remaining work is skipped.
         """
-        from c2f.masks.crf import dense_crf
-
         if labels is not None and len(labels) != len(images):
             raise ValueError(f"{len(labels)} label entries for {len(images)} images")
         resolved = [None if own is None else self.class_indices(own) for own in labels or [None] * len(images)]
         results = []
-        for index, (probs, model_s) in enumerate(self.probabilities(images)):
-            image = images[index]
-            timings = {"model_s": model_s}
-            own = resolved[index]
-            if crf:
-                began = time.perf_counter()
-                probs = dense_crf(image, probs)
-                timings["crf_s"] = time.perf_counter() - began
-            began = time.perf_counter()
-            label_map = label_map_from_probs(image, probs, own, grabcut)
-            if grabcut:
-                timings["grabcut_s"] = time.perf_counter() - began
-            results.append(Prediction(label_map, probs, timings))
+        for index, (logit, model_s) in enumerate(self.logits(images, stop)):
+            prediction = predict_from_logits(images[index], logit, resolved[index], crf, grabcut,
+                                             self.refine_max_pixels, stop)
+            prediction.timings = {"model_s": model_s, **prediction.timings}
+            results.append(prediction)
         return results

@@ -15,6 +15,7 @@ arrays stay in this worker's memory, so batching costs no serialisation.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -32,7 +33,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from c2f import __version__
-from c2f.inference import Engine, ModelInfo
+from c2f.inference import Cancelled, Engine, ModelInfo
 from c2f.inference.render import cutout, foreground_mask, overlay
 
 from .validation import (
@@ -41,8 +42,10 @@ from .validation import (
     SEGMENT_FORMATS,
     BodyLimit,
     ErrorEnvelope,
+    HoldTracebacks,
     RequestError,
     Settings,
+    UploadGuard,
     decode_upload,
     first_given,
     label_png,
@@ -55,6 +58,35 @@ from .validation import (
 )
 
 log = logging.getLogger("bentoml.c2f")  # a child of BentoML's logger, so it shows in the server log
+
+# BentoML logs a traceback for each request its form parsing rejects (in log_exception); ErrorEnvelope
+# turns those of 4xx answers into one line.
+for _name in ("bentoml._internal.server.http_app", "_bentoml_impl.server.app"):
+    logging.getLogger(_name).addFilter(HoldTracebacks())
+
+STAGES = ("decode", "model", "crf", "grabcut")
+
+
+@functools.cache
+def _metrics() -> tuple[t.Any, t.Any]:
+    """(abandoned-requests counter, requests-in-work gauge), made on first use.
+
+    Not at import: BentoML sets up Prometheus' multiprocess mode in the worker after importing the
+    service, and a metric made before that never reaches ``/metrics``.
+    """
+    import prometheus_client
+
+    abandoned = prometheus_client.Counter(
+        "c2f_abandoned_requests",
+        "Requests abandoned because their client closed the connection, by the first stage skipped",
+        ["stage"],
+    )
+    in_work = prometheus_client.Gauge(
+        "c2f_requests_in_work", "Requests past upload and form parsing whose answer is not ready yet",
+        multiprocess_mode="livesum",
+    )
+    return abandoned, in_work
+
 
 # Read at import: the batching parameters are arguments of the @bentoml.api decorator below.
 SETTINGS = Settings.from_env()
@@ -154,6 +186,27 @@ def _error(exc: RequestError, ctx: bentoml.Context) -> JSONResponse:
     return JSONResponse(exc.to_dict(), status_code=exc.status)
 
 
+def _client_gone(request: Request) -> t.Callable[[], bool]:
+    """A check, for the request's worker thread, of whether its client has closed the connection.
+
+    Starlette's ``is_disconnected`` peeks at the connection without waiting; it runs on the event
+    loop (``anyio.from_thread.run``). Engine.segment asks it before the model call, CRF and GrabCut,
+    so a request nobody waits for any more stops at the next of those steps.
+    """
+    return lambda: anyio.from_thread.run(request.is_disconnected)
+
+
+def _abandoned(exc: Cancelled, crf: bool, grabcut: bool) -> RequestError:
+    """Count an abandoned request and the 499 its (gone) client would get; ErrorEnvelope logs it in one line."""
+    planned = [stage for stage in STAGES if (stage != "crf" or crf) and (stage != "grabcut" or grabcut)]
+    skipped = planned[planned.index(exc.stage):] if exc.stage in planned else [exc.stage]
+    _metrics()[0].labels(stage=exc.stage).inc()
+    return RequestError(
+        499, f"the client closed the connection; its request was abandoned before {exc.stage} "
+             f"(skipped: {', '.join(skipped)})", "client_closed",
+    )
+
+
 def _mark_reached(ctx: bentoml.Context) -> None:
     state = ctx.request.scope.get(ErrorEnvelope.STATE_KEY)
     if isinstance(state, dict):
@@ -173,12 +226,14 @@ class Segmenter:
         path = settings.resolve_model()  # clear error when C2F_MODEL is unset or wrong
         self.settings = settings
         self.model_name = path.name
-        self.engine = Engine.open(path, device=settings.device, threads=settings.threads, batch_size=settings.batch_size)
+        self.engine = Engine.open(path, device=settings.device, threads=settings.threads, batch_size=settings.batch_size,
+                                  refine_max_pixels=settings.refine_max_pixels)
         self._model_lock = threading.Lock()
         self._post_slots = _PostSlots(os.cpu_count() or 1)
         self._direct = Engine(_LockedBackend(self.engine.backend, self._model_lock, self._post_slots), batch_size=1,
-                              keep_aspect=settings.keep_aspect)
-        self._batched = Engine(_BatchedBackend(self, self._post_slots), batch_size=1, keep_aspect=settings.keep_aspect)
+                              keep_aspect=settings.keep_aspect, refine_max_pixels=settings.refine_max_pixels)
+        self._batched = Engine(_BatchedBackend(self, self._post_slots), batch_size=1, keep_aspect=settings.keep_aspect,
+                               refine_max_pixels=settings.refine_max_pixels)
         self._pending: dict[str, np.ndarray] = {}
         self._results: dict[str, np.ndarray] = {}
         self._request_limiter: anyio.CapacityLimiter | None = None
@@ -264,20 +319,34 @@ class Segmenter:
         do_crf = parse_bool(first_given(crf, query.get("crf")), "crf")
         do_grabcut = parse_bool(first_given(grabcut, query.get("grabcut")), "grabcut")
         own = parse_classes(first_given(classes, query.getlist("classes") or None), self.engine.info)
+        media = ctx.request.headers.get("content-type", "").split(";")[0].strip()
+        if image is not None and media != "multipart/form-data":  # UploadGuard refuses these first
+            raise RequestError(400, "the image must be uploaded as a multipart/form-data file", "not_multipart")
         data = await anyio.Path(image).read_bytes() if image is not None else None
         settings = self.settings
         engine = self._batched if settings.batching else self._direct
+        gone = _client_gone(ctx.request)
+        await ctx.request.is_disconnected()  # resumes reading the connection, so that a close is seen
 
         def work() -> tuple[np.ndarray, np.ndarray]:
+            if gone():
+                raise Cancelled("decode")
             pixels = decode_upload(data, settings.max_bytes, settings.max_pixels, name="image")
             try:
                 prediction = engine.segment([pixels], crf=do_crf, grabcut=do_grabcut,
-                                            labels=[own] if own is not None else None)[0]
+                                            labels=[own] if own is not None else None, stop=gone)[0]
             finally:
                 self._post_slots.release()
             return pixels, prediction.label_map
 
-        return await anyio.to_thread.run_sync(work, limiter=self._limiters()[0])
+        in_work = _metrics()[1]
+        in_work.inc()
+        try:
+            return await anyio.to_thread.run_sync(work, limiter=self._limiters()[0])
+        except Cancelled as exc:
+            raise _abandoned(exc, do_crf, do_grabcut) from None
+        finally:
+            in_work.dec()
 
     @bentoml.api(route="/segment")
     async def segment(
@@ -365,6 +434,7 @@ class Segmenter:
             "threads": settings.threads,
             "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels},
             "keep_aspect": settings.keep_aspect,
+            "refine_max_pixels": settings.refine_max_pixels,
             "formats": {"segment": list(SEGMENT_FORMATS), "foreground": list(FOREGROUND_FORMATS)},
             "selectable_classes": selectable_classes(info),
         }
@@ -377,5 +447,8 @@ async def _get_metadata(_: Request) -> Response:
 
 # GET /metadata beside the POST API route (BentoML API routes accept POST only).
 Segmenter.mount_asgi_app(Starlette(routes=[Route("/metadata", _get_metadata, methods=["GET"])]), path="/")
-Segmenter.add_asgi_middleware(BodyLimit, max_body=SETTINGS.max_bytes + MULTIPART_SLACK)
+# Outermost first: the envelope sees (and logs) every answer of the image routes, the body limit's
+# included; the upload guard reads the form's part headers before BentoML parses the form.
 Segmenter.add_asgi_middleware(ErrorEnvelope, paths=("/segment", "/foreground"))
+Segmenter.add_asgi_middleware(BodyLimit, max_body=SETTINGS.max_bytes + MULTIPART_SLACK)
+Segmenter.add_asgi_middleware(UploadGuard, paths=("/segment", "/foreground"))
