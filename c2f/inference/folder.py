@@ -47,7 +47,7 @@ from c2f.data.io import (
     write_rgba,
 )
 
-from .engine import Engine, Label, Prediction
+from .engine import Engine, Label
 from .render import cutout, foreground_mask, overlay
 
 FORMATS = ("label", "mask", "cutout", "overlay")
@@ -202,6 +202,61 @@ def read_label_file(path: str | Path) -> dict[str, tuple[str, ...]]:
     return labels
 
 
+@dataclass
+class FolderPlan:
+    """What a folder run has to do, worked out before any image is read (shared by local and Ray runs).
+
+    ``pending`` are the relative paths still to segment, in input order; ``bases`` each image's output
+    name (:func:`output_bases`); ``own`` each image's class indices when labels were given; ``report``
+    already holds the images skipped as done and the temporaries removed.
+    """
+
+    input_dir: Path
+    out_dir: Path
+    formats: tuple[str, ...]
+    pending: list[str]
+    bases: dict[str, str]
+    own: dict[str, tuple[int, ...]] | None
+    report: FolderReport
+
+    def targets(self, rel: str) -> dict[str, Path]:
+        """Each format's output file for image ``rel``."""
+        return output_paths(self.out_dir, rel, self.formats, self.bases[rel])
+
+
+def plan_folder(
+    engine: Engine,
+    input_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    formats: Sequence[str] = ("label",),
+    include: Sequence[str] = ("*",),
+    exclude: Sequence[str] = (),
+    labels: Mapping[str, Sequence[Label]] | None = None,
+) -> FolderPlan:
+    """Check the arguments, prepare ``out_dir`` and find the images not yet done (see :func:`segment_folder`)."""
+    input_dir, out_dir = Path(input_dir), Path(out_dir)
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown formats {unknown}; valid: {list(FORMATS)}")
+    check_folders(input_dir, out_dir)
+    own = {rel: engine.class_indices(names) for rel, names in labels.items()} if labels is not None else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = FolderReport()
+    report.removed_temporaries = [p.relative_to(out_dir).as_posix() for p in remove_stale_temporaries(out_dir)]
+    files = _visible_files(input_dir, skip=out_dir)
+    bases = output_bases(p.relative_to(input_dir).as_posix() for p in files)  # from all files: filter-proof
+    finished = _finished(out_dir)
+    pending = []
+    for path in (p for p in files if _selected(p, input_dir, include, exclude)):
+        rel = path.relative_to(input_dir).as_posix()
+        if rel in bases and _is_finished(finished.get(rel), output_paths(out_dir, rel, formats, bases[rel]), out_dir):
+            report.skipped.append(rel)
+        else:
+            pending.append(rel)
+    return FolderPlan(input_dir, out_dir, tuple(formats), pending, bases, own, report)
+
+
 def segment_folder(
     engine: Engine,
     input_dir: str | Path,
@@ -230,52 +285,61 @@ def segment_folder(
     read (``ValueError``), and an image without an entry is reported as failed, not segmented
     (and retried by the next run, like any failure).
     """
-    input_dir, out_dir = Path(input_dir), Path(out_dir)
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"unknown formats {unknown}; valid: {list(FORMATS)}")
-    check_folders(input_dir, out_dir)
-    own = {rel: engine.class_indices(names) for rel, names in labels.items()} if labels is not None else None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    report = FolderReport()
-    report.removed_temporaries = [p.relative_to(out_dir).as_posix() for p in remove_stale_temporaries(out_dir)]
-    files = _visible_files(input_dir, skip=out_dir)
-    bases = output_bases(p.relative_to(input_dir).as_posix() for p in files)  # from all files: filter-proof
-    finished = _finished(out_dir)
-    pending = []
-    for path in (p for p in files if _selected(p, input_dir, include, exclude)):
-        rel = path.relative_to(input_dir).as_posix()
-        targets = output_paths(out_dir, rel, formats, bases.get(rel))
-        if rel in bases and _is_finished(finished.get(rel), targets, out_dir):
-            report.skipped.append(rel)
-        else:
-            pending.append(path)
-    with _open_results(out_dir / "results.jsonl") as jsonl, ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=len(pending), desc="segment", disable=not progress) as bar:
-        for start in range(0, len(pending), engine.batch_size):
-            chunk = pending[start : start + engine.batch_size]
+    plan = plan_folder(engine, input_dir, out_dir, formats=formats, include=include, exclude=exclude, labels=labels)
+    report, class_names = plan.report, engine.info.class_names
+    with ResultsSink(plan, total=len(plan.pending), progress=progress) as sink, ThreadPoolExecutor(workers) as pool:
+        for start in range(0, len(plan.pending), engine.batch_size):
+            chunk = plan.pending[start : start + engine.batch_size]
             loaded = []
-            for path, outcome in zip(chunk, pool.map(_load, chunk)):
-                rel = path.relative_to(input_dir).as_posix()
-                if isinstance(outcome, ImageReadError):
-                    report.failed.append((rel, str(outcome)))
-                elif own is not None and rel not in own:
-                    report.failed.append((rel, NO_LABELS))
+            for rel, outcome in zip(chunk, pool.map(lambda rel: load_image(plan.input_dir / rel), chunk)):
+                reason = unusable(rel, outcome, plan.own)
+                if reason is not None:
+                    sink.fail(rel, reason)
                 else:
                     loaded.append((rel, *outcome))
-            chunk_labels = [own[rel] for rel, _, _ in loaded] if own is not None else None
+            chunk_labels = [plan.own[rel] for rel, _, _ in loaded] if plan.own is not None else None
             predictions = engine.segment([image for _, image, _ in loaded], crf=crf, grabcut=grabcut,
                                          labels=chunk_labels)
-            jobs = [(output_paths(out_dir, rel, formats, bases[rel]), out_dir, rel, image, read_s, prediction,
-                     engine.info.class_names, chunk_labels[i] if chunk_labels is not None else None)
+            jobs = [dict(targets=plan.targets(rel), out_dir=plan.out_dir, rel=rel, image=image, read_s=read_s,
+                         label_map=prediction.label_map, shares=prediction.class_shares(class_names),
+                         timings=prediction.timings, class_names=class_names,
+                         labels=chunk_labels[i] if chunk_labels is not None else None)
                     for i, ((rel, image, read_s), prediction) in enumerate(zip(loaded, predictions))]
-            for record in pool.map(lambda job: _write(*job), jobs):
-                jsonl.write(json.dumps(record) + "\n")
-                report.done.append(record["path"])
-            jsonl.flush()
-            bar.update(len(chunk))
-    (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
+            sink.done(pool.map(lambda job: write_outputs(**job), jobs))
     return report
+
+
+class ResultsSink:
+    """Where finished images go: results.jsonl (flushed per call), the report, the progress bar.
+
+    Used as a context manager; on a clean exit report.json is written. A kill leaves results.jsonl
+    with every finished image recorded, which is what the next run resumes from.
+    """
+
+    def __init__(self, plan: FolderPlan, *, total: int, progress: bool) -> None:
+        self.plan = plan
+        self._jsonl = _open_results(plan.out_dir / "results.jsonl")
+        self._bar = tqdm(total=total, desc="segment", disable=not progress)
+
+    def __enter__(self) -> "ResultsSink":
+        return self
+
+    def fail(self, rel: str, reason: str) -> None:
+        self.plan.report.failed.append((rel, reason))
+        self._bar.update(1)
+
+    def done(self, records: Iterable[dict]) -> None:
+        for record in records:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self.plan.report.done.append(record["path"])
+            self._bar.update(1)
+        self._jsonl.flush()
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        self._jsonl.close()
+        self._bar.close()
+        if kind is None:
+            (self.plan.out_dir / "report.json").write_text(json.dumps(self.plan.report.to_dict(), indent=2))
 
 
 def _finished(out_dir: Path) -> dict[str, dict[str, str]]:
@@ -325,7 +389,7 @@ def _open_results(path: Path) -> TextIO:
     return open(path, "a", encoding="utf-8")
 
 
-def _load(path: Path) -> tuple[np.ndarray, float] | ImageReadError:
+def load_image(path: Path) -> tuple[np.ndarray, float] | ImageReadError:
     """Decode one file, or return (not raise) why it cannot be used, so one bad file skips alone."""
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return ImageReadError(
@@ -338,16 +402,27 @@ def _load(path: Path) -> tuple[np.ndarray, float] | ImageReadError:
         return error
 
 
-def _write(
-    targets: Mapping[str, Path], out_dir: Path, rel: str, image: np.ndarray, read_s: float,
-    prediction: Prediction, class_names: Sequence[str], labels: tuple[int, ...] | None,
+def unusable(rel: str, outcome: tuple[np.ndarray, float] | ImageReadError,
+             own: Mapping[str, tuple[int, ...]] | None) -> str | None:
+    """Why a loaded file (:func:`load_image`'s outcome) cannot be segmented, or None when it can."""
+    if isinstance(outcome, ImageReadError):
+        return str(outcome)
+    if own is not None and rel not in own:
+        return NO_LABELS
+    return None
+
+
+def write_outputs(
+    *, targets: Mapping[str, Path], out_dir: Path, rel: str, image: np.ndarray, read_s: float,
+    label_map: np.ndarray, shares: dict[str, float], timings: Mapping[str, float], class_names: Sequence[str],
+    labels: tuple[int, ...] | None,
 ) -> dict:
     """Write one image's outputs (format -> file) and return its JSON-lines record.
 
-    The record names the output files relative to ``out_dir`` (``outputs``) and the labels used
-    (``labels``: null when unrestricted).
+    ``label_map``, ``shares`` and ``timings`` are the prediction's. The record names the output files
+    relative to ``out_dir`` (``outputs``) and the labels used (``labels``: null when unrestricted).
     """
-    label = prediction.label_map
+    label = label_map
     foreground = foreground_mask(label)
     writers = {
         "label": lambda p: write_label_png(p, label),
@@ -363,6 +438,6 @@ def _write(
         "size": [int(image.shape[1]), int(image.shape[0])],
         "labels": [class_names[i] for i in labels] if labels is not None else None,
         "classes": sorted({class_names[i] for i in np.unique(label) if 0 < i < len(class_names)}),
-        "shares": prediction.class_shares(class_names),
-        "timings": {"read_s": round(read_s, 4), **{k: round(v, 4) for k, v in prediction.timings.items()}},
+        "shares": shares,
+        "timings": {"read_s": round(read_s, 4), **{k: round(v, 4) for k, v in timings.items()}},
     }
