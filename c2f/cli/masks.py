@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .options import generator_name_option, generator_option, layout_option, progress_option, workers_type
+from .options import (generator_name_option, generator_option, layout_option, progress_option, ray_option, ray_or_exit,
+                      workers_type)
 
 
 @click.command("masks")
@@ -28,10 +30,11 @@ from .options import generator_name_option, generator_option, layout_option, pro
 @click.option("--ignore-band", type=int, default=0, show_default=True, help="Pixels of 255 (ignore) on each side of mask edges.")
 @click.option("--workers", type=workers_type, default=1, show_default=True, help="Processes.")
 @progress_option
+@ray_option
 def command(
     data: Path, layout: str, out: Path, generator: str, generator_root: str | None,
     generator_options: dict[str, Any] | None, grabcut: bool, grabcut_iterations: int, crf: bool, ignore_band: int,
-    workers: int, progress: bool,
+    workers: int, progress: bool, ray_address: str | None,
 ) -> None:
     """Make training label maps from image-level labels; rerun to resume after a kill.
 
@@ -44,19 +47,28 @@ def command(
       c2f masks --data photos/ --out runs/masks --workers 2
       c2f masks --data voc10-coseg/ --out runs/sal --generator folder   # the dataset's saliency maps
       c2f masks --data photos/ --out runs/ufs --generator ufs --generator-option epochs=20
+      c2f masks --data /shared/photos --out /shared/runs/masks --ray auto   # images as Ray tasks
     """
     from c2f.data.layouts import load_dataset
     from c2f.masks import mask_quality, run_mask_stage
     from c2f.masks.quality import box_baseline_quality
 
+    if ray_address is not None:
+        ray_or_exit()
     dataset = load_dataset(data, layout)
     options = dict(generator_options or {})
     if generator_root:
         options["root"] = generator_root
-    result = run_mask_stage(
-        dataset, out, generator=generator, grabcut=grabcut, grabcut_iterations=grabcut_iterations, crf=crf,
-        ignore_band=ignore_band, workers=workers, progress=progress, **options,
-    )
+    with ExitStack() as stack:
+        if ray_address is not None:  # each image a Ray task; journal, resume and summary stay here
+            from c2f.distributed import connected
+            from c2f.distributed.ray_masks import ray_runner
+
+            options["runner"] = ray_runner(stack.enter_context(connected(ray_address, progress=progress)))
+        result = run_mask_stage(
+            dataset, out, generator=generator, grabcut=grabcut, grabcut_iterations=grabcut_iterations, crf=crf,
+            ignore_band=ignore_band, workers=workers, progress=progress, **options,
+        )
     report: dict[str, Any] = {"summary": result.summary}
     if dataset.has_ground_truth:
         refined_name = "+".join(["GrabCut"] * grabcut + ["CRF"] * crf) or "refined (= coarse)"

@@ -40,6 +40,12 @@ layout_option = click.option(
     "--layout", type=click.Choice(["auto", *LAYOUT_NAMES]), default="auto", show_default=True,
     help="Dataset layout (auto: detected from the folder).",
 )
+ray_option = click.option(
+    "--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+    help="Run on a Ray cluster: ADDRESS (e.g. 10.0.0.5:6379 or auto), or a local one when none is given "
+         "(put --ray after INPUT_DIR, or write --ray=ADDRESS). Needs pip install \"c2f[ray]\"; every node "
+         "must see the model, input and output at the same paths.",
+)
 workers_type = click.IntRange(min=1)
 """``--workers``-like counts: at least one (0 would mean no one does the work)."""
 
@@ -114,6 +120,16 @@ model_options = _compose(
     device_option,
     threads_option,
 )
+
+
+def ray_or_exit() -> None:
+    """Stop with a one-line error naming the extra when Ray is not installed."""
+    from c2f.distributed import RayMissingError, require_ray
+
+    try:
+        require_ray()
+    except RayMissingError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def setup_logging(verbose: bool) -> None:

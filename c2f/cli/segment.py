@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .options import model_options, open_engine, progress_option, refine_options, workers_type
+from .options import model_options, open_engine, progress_option, ray_option, ray_or_exit, refine_options, workers_type
 
 if TYPE_CHECKING:
     from c2f.inference import Engine
@@ -39,10 +39,11 @@ EXIT_FAILED = 1
 @refine_options
 @model_options
 @progress_option
+@ray_option
 def command(
     input_dir: Path, out_dir: Path, model: Path, formats: tuple[str, ...], include: tuple[str, ...],
     exclude: tuple[str, ...], workers: int, labels_from: str | None, crf: bool, grabcut: bool, batch_size: int,
-    keep_aspect: bool, device: str, threads: int | None, progress: bool,
+    keep_aspect: bool, device: str, threads: int | None, progress: bool, ray_address: str | None,
 ) -> None:
     """Segment every image under INPUT_DIR, mirroring the tree into --out.
 
@@ -61,6 +62,7 @@ def command(
       c2f segment photos/ -o masks/ --model model.onnx --format label --format overlay --crf
       c2f segment sorted_photos/ -o masks/ --model model.onnx --labels-from folders --format cutout
       c2f segment photos/ -o masks/ --model model.onnx --labels-from labels.txt
+      c2f segment /shared/photos -o /shared/masks --model /shared/model.onnx --ray auto
     """
     from c2f.inference.folder import check_folders, find_files, segment_folder
 
@@ -68,14 +70,23 @@ def command(
         check_folders(input_dir, out_dir)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'-o' / '--out'") from None
+    if ray_address is not None:
+        ray_or_exit()
     names = None
     if labels_from is not None:
         files = find_files(input_dir, include, exclude, skip=out_dir)
         names = _label_names(labels_from, [path.relative_to(input_dir).as_posix() for path in files])
     engine = open_engine(model, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
     labels = _resolve(engine, names, labels_from) if names is not None else None
-    report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress, workers,
-                            labels=labels)
+    if ray_address is not None:
+        from c2f.distributed.ray_segment import segment_folder_on_ray
+
+        report = segment_folder_on_ray(engine, input_dir, out_dir, address=ray_address, model=model, formats=formats,
+                                       include=include, exclude=exclude, crf=crf, grabcut=grabcut, progress=progress,
+                                       labels=labels, device=device, threads=threads)
+    else:
+        report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress,
+                                workers, labels=labels)
     click.echo(json.dumps(report.to_dict() | {"failed": len(report.failed)}))
     if report.removed_temporaries:
         click.echo(f"removed {len(report.removed_temporaries)} temporary files left by an interrupted run", err=True)

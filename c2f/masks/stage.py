@@ -54,7 +54,8 @@ from c2f.metrics import Scorer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT_VERSION", "MaskStageResult", "run_mask_stage", "mask_quality", "key_seed", "stage_output_path"]
+__all__ = ["FORMAT_VERSION", "MaskStageResult", "Runner", "init_worker", "key_seed", "mask_quality", "process_sample",
+           "run_mask_stage", "stage_output_path"]
 
 # Bump whenever the outputs for identical settings would change (invalidates every cache).
 FORMAT_VERSION = 1
@@ -133,7 +134,7 @@ def _remove_outputs(out_dir: Path, key: str, stages: tuple[str, ...]) -> None:
         (out_dir / stage_output_path(stage, key)).unlink(missing_ok=True)
 
 
-def _process(config: _Config, sample: Sample) -> dict[str, Any]:
+def process_sample(config: _Config, sample: Sample) -> dict[str, Any]:
     """Run one image through the stage and write its PNGs; returns its journal record."""
     times = dict.fromkeys(_STEPS, 0.0)
     record: dict[str, Any] = {"key": sample.key}
@@ -203,7 +204,11 @@ def _process(config: _Config, sample: Sample) -> dict[str, Any]:
     }
 
 
-def _init_worker() -> None:
+Runner = Callable[[_Config, list[Sample]], Iterator[dict[str, Any]]]
+"""Runs :func:`process_sample` on each sample somewhere and yields the records as they finish."""
+
+
+def init_worker() -> None:
     # One OpenCV thread per process: workers already use every core, oversubscription only hurts.
     cv2.setNumThreads(1)
 
@@ -266,13 +271,13 @@ def _run(config: _Config, samples: list[Sample], workers: int) -> Iterator[dict[
     """Yield records as images finish, in-process or from a process pool."""
     if workers <= 1:
         for sample in samples:
-            yield _process(config, sample)
+            yield process_sample(config, sample)
         return
     # spawn, not fork: forking a parent that holds torch/OpenCV threads can deadlock.
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker)
+                               initializer=init_worker)
     try:
-        futures = [pool.submit(_process, config, sample) for sample in samples]
+        futures = [pool.submit(process_sample, config, sample) for sample in samples]
         for future in as_completed(futures):
             yield future.result()
     finally:
@@ -327,6 +332,7 @@ def run_mask_stage(
     max_fg: float = 0.80,
     shard: tuple[int, int] = (0, 1),
     barrier: Callable[[], None] | None = None,
+    runner: Runner | None = None,
     **generator_options: Any,
 ) -> MaskStageResult:
     """Produce first-round label maps for every sample of `dataset` under `out_dir`.
@@ -351,6 +357,10 @@ def run_mask_stage(
     concurrently) is called once every process has read the caches and once its share is
     written. Then every call returns the merged result of all journals and shard 0 writes
     summary.json. Called one after another without a barrier, the last call sees every shard.
+
+    ``runner`` (default: this process or ``workers`` local processes) runs the pending images
+    elsewhere, e.g. on a Ray cluster (:mod:`c2f.distributed.ray_masks`); the journal, resume and
+    summary stay here, so the outputs are the same wherever the images ran.
     """
     if isinstance(generator, str):
         generator = make_generator(generator, **generator_options)
@@ -399,7 +409,8 @@ def run_mask_stage(
     n_done = 0
     with journal.open("a", encoding="utf-8") as handle, \
             tqdm(total=len(pending), desc="masks", unit="img", disable=not progress) as bar:
-        for record in _run(config, pending, workers):
+        records_in = runner(config, pending) if runner is not None else _run(config, pending, workers)
+        for record in records_in:
             record["input"] = states[record["key"]]
             handle.write(json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
