@@ -133,7 +133,8 @@ def segment_folder_on_ray(
         # and I/O-bound, so they ask for none and run beside it (else a full pool would starve them).
         model_resources = {"num_gpus": 1, "concurrency": gpus} if gpus else {"num_cpus": 1,
                                                                               "concurrency": cpu_slots(ray)}
-        absolute = {rel: {fmt: path.absolute() for fmt, path in plan.targets(rel).items()} for rel in plan.pending}
+        absolute = {rel: {fmt: path.absolute() for fmt, path in plan.targets(rel).items()}
+                    for rel in plan.pending if rel in plan.bases}  # non-images write nothing
         dataset = (
             ray.data.from_items([{"rel": rel} for rel in plan.pending],
                                 override_num_blocks=math.ceil(len(plan.pending) / batch_size))
