@@ -80,7 +80,7 @@ def main() -> None:
     from c2f.distributed.local_cluster import LocalCluster
     from c2f.distributed.ray_segment import segment_folder_on_ray
     from c2f.inference import Engine
-    from c2f.inference.folder import segment_folder
+    from c2f.inference.folder import plan_folder, segment_folder
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -98,8 +98,9 @@ def main() -> None:
             os.environ.update({k: cluster.env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")})
             print(f"ray run on {cluster.address}", file=sys.stderr)
             began = time.perf_counter()
-            ray = segment_folder_on_ray(engine, tmp / "photos", tmp / "ray", address=cluster.address, model=model,
-                                        progress=False)
+            plan = plan_folder(engine, tmp / "photos", tmp / "ray", formats=("label",), include=("*",), exclude=(),
+                               labels=None)
+            ray = segment_folder_on_ray(engine, plan, address=cluster.address, model=model, progress=False)
             ray_s = time.perf_counter() - began
         slots = 2
         result = {

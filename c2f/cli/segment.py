@@ -80,10 +80,11 @@ def command(
     labels = _resolve(engine, names, labels_from) if names is not None else None
     if ray_address is not None:
         from c2f.distributed.ray_segment import segment_folder_on_ray
+        from c2f.inference.folder import plan_folder
 
-        report = segment_folder_on_ray(engine, input_dir, out_dir, address=ray_address, model=model, formats=formats,
-                                       include=include, exclude=exclude, crf=crf, grabcut=grabcut, progress=progress,
-                                       labels=labels, device=device, threads=threads)
+        plan = plan_folder(engine, input_dir, out_dir, formats=formats, include=include, exclude=exclude, labels=labels)
+        report = segment_folder_on_ray(engine, plan, address=ray_address, model=model, crf=crf, grabcut=grabcut,
+                                       progress=progress, device=device, threads=threads)
     else:
         report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress,
                                 workers, labels=labels)

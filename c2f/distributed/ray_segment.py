@@ -24,8 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from c2f.inference.engine import Engine, Label
-from c2f.inference.folder import FolderReport, ResultsSink, load_image, plan_folder, unusable, write_outputs
+from c2f.inference.engine import Engine
+from c2f.inference.folder import FolderPlan, FolderReport, ResultsSink, load_image, unusable, write_outputs
 
 from . import connected, cpu_slots, gpu_count
 
@@ -99,29 +99,16 @@ def write_stage(batch: Batch, *, out_dir: str, targets: Mapping[str, Mapping[str
 
 
 def segment_folder_on_ray(
-    engine: Engine,
-    input_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    address: str,
-    model: str | Path,
-    formats: Sequence[str] = ("label",),
-    include: Sequence[str] = ("*",),
-    exclude: Sequence[str] = (),
-    crf: bool = False,
-    grabcut: bool = False,
-    progress: bool = True,
-    labels: Mapping[str, Sequence[Label]] | None = None,
-    device: str = "auto",
-    threads: int | None = None,
+    engine: Engine, plan: FolderPlan, *, address: str, model: str | Path, crf: bool = False, grabcut: bool = False,
+    progress: bool = True, device: str = "auto", threads: int | None = None,
 ) -> FolderReport:
-    """:func:`segment_folder` on the Ray cluster at ``address`` (``"local"``: a local one); same outputs.
+    """:func:`segment_folder` of ``plan`` (:func:`plan_folder`) on the Ray cluster at ``address``
+    (``"local"``: a local one); the same outputs.
 
-    ``engine`` (opened on the driver) checks the labels and names the classes; each actor opens its own
+    ``engine`` (opened on the driver) planned the run and names the classes; each actor opens its own
     from ``model`` with ``device``, ``threads`` (default: one per actor on CPUs), ``engine.batch_size``
     and ``engine.keep_aspect``. Every path must be the same on every node (a shared filesystem).
     """
-    plan = plan_folder(engine, input_dir, out_dir, formats=formats, include=include, exclude=exclude, labels=labels)
     if not plan.pending:  # nothing to do: no cluster needed
         with ResultsSink(plan, total=0, progress=False):
             return plan.report

@@ -229,10 +229,10 @@ def plan_folder(
     input_dir: str | Path,
     out_dir: str | Path,
     *,
-    formats: Sequence[str] = ("label",),
-    include: Sequence[str] = ("*",),
-    exclude: Sequence[str] = (),
-    labels: Mapping[str, Sequence[Label]] | None = None,
+    formats: Sequence[str],
+    include: Sequence[str],
+    exclude: Sequence[str],
+    labels: Mapping[str, Sequence[Label]] | None,
 ) -> FolderPlan:
     """Check the arguments, prepare ``out_dir`` and find the images not yet done (see :func:`segment_folder`)."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
