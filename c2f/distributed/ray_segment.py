@@ -118,8 +118,8 @@ def segment_folder_on_ray(
         gpus = gpu_count(ray) if device in ("auto", "cuda") else 0
         # One model per GPU, else per CPU slot. The model holds the slot's CPU; read and write are light
         # and I/O-bound, so they ask for none and run beside it (else a full pool would starve them).
-        model_resources = {"num_gpus": 1, "concurrency": gpus} if gpus else {"num_cpus": 1,
-                                                                              "concurrency": cpu_slots(ray)}
+        pool = ray.data.ActorPoolStrategy(size=gpus or cpu_slots(ray))
+        model_resources = {"num_gpus": 1, "compute": pool} if gpus else {"num_cpus": 1, "compute": pool}
         absolute = {rel: {fmt: path.absolute() for fmt, path in plan.targets(rel).items()}
                     for rel in plan.pending if rel in plan.bases}  # non-images write nothing
         dataset = (
@@ -142,4 +142,8 @@ def segment_folder_on_ray(
                     sink.done([row["record"]])
                 else:
                     sink.fail(row["rel"], row["reason"])
+        # Rows arrive as the cluster finishes them; the report lists them in input order, as a local run's.
+        order = {rel: index for index, rel in enumerate(plan.pending)}
+        plan.report.done.sort(key=order.__getitem__)
+        plan.report.failed.sort(key=lambda failure: order[failure[0]])
     return plan.report
