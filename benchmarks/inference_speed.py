@@ -180,7 +180,7 @@ def build_and_export(name: str, input_size: int, workdir: Path) -> tuple[Any, Pa
 
     from c2f.export import export_onnx
     from c2f.models import build_model
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
 
     arch, num_classes, stride, task = MODELS[name]
     torch.manual_seed(0)

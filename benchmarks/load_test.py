@@ -62,7 +62,7 @@ def export_model(folder: Path, input_size: int, num_classes: int) -> Path:
 
     from c2f.export import export_onnx
     from c2f.models import build_model
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     classes = ["background"] + [f"class{i}" for i in range(1, num_classes)]

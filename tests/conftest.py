@@ -27,7 +27,7 @@ def make_checkpoint_file(path: Path, arch: str = "deeplab", backbone: str = "eff
     import torch
 
     from c2f.models import build_model
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = build_model(arch, backbone, len(classes), pretrained=backbone == "efficientnet-lite0")

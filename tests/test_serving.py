@@ -90,7 +90,7 @@ def model_path(tmp_path_factory) -> Path:
 
     from c2f.export import export_onnx
     from c2f.models import build_model
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
 
     folder = tmp_path_factory.mktemp("serving_model")
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ import torch
 
 from c2f.data.layouts import load_dataset
 from c2f.training import TrainConfig
-from c2f.training.checkpoint import load_checkpoint
+from c2f.checkpoint import load_checkpoint
 from c2f.training.samples import LabelMapDataset
 
 TINY = ["--rounds", "2", "--epochs", "2", "--batch-size", "4", "--lr", "0.01", "--resize", "64", "--crop", "48",
@@ -360,7 +360,7 @@ def _ground_truth_pairs(demo_data: Path, folder: Path, count: int = 4):
 
 def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> None:
     """With lr 0 training moves no parameter, so the result shows where the round started."""
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
     from c2f.training.distributed import DistInfo
     from c2f.training.trainer import new_model, train_round
 
@@ -485,7 +485,7 @@ def test_lite_model_trained_head_first_exports_with_parity(tmp_path, demo_data) 
     """The CPU recipe's model (deeplab-lite, a head-only epoch, then fine-tuning) exports like any other."""
     from c2f.data.io import read_image
     from c2f.export import export_onnx
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
     from c2f.training.distributed import DistInfo
     from c2f.training.trainer import train_round
 

@@ -50,7 +50,7 @@ from c2f.masks.crf import crf_refine_mask
 from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
 from c2f.masks.grabcut import grabcut_refine
 from c2f.masks.labels import compose_label_map
-from c2f.metrics import Scorer
+from c2f.evaluation.metrics import Scorer
 
 logger = logging.getLogger(__name__)
 

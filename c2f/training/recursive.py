@@ -27,18 +27,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from c2f.checkpoint import load_checkpoint, save_checkpoint
 from c2f.data.datasets import BACKGROUND, IGNORE, LabelledDataset, check_images
 from c2f.data.io import read_image, read_mask, write_label_png, write_mask_png
+from c2f.evaluation import (
+    evaluate_engine, format_table, label_statistics, plot_rounds, score_label_maps, write_overlays,
+)
 from c2f.inference import Engine, ModelInfo, TorchBackend
 from c2f.masks.labels import RoundLabel, postprocess_prediction
 from c2f.masks.stage import key_seed, mask_quality, run_mask_stage
 
-from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, init_distributed, resolve_device
-from .evaluate import (
-    evaluate_engine, format_table, label_statistics, plot_rounds, score_label_maps, write_overlays,
-)
 from .samples import LabelMapDataset, Pair
 from .trainer import train_round
 

@@ -24,9 +24,9 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from c2f.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from c2f.models import SegmentationModel, build_model
 
-from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo
 from .samples import LabelMapDataset, epoch_order
