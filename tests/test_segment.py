@@ -249,7 +249,7 @@ def test_objectness_fallback_at_inference_finds_an_object_held_by_another_class(
     """The model found the disc but called it a triangle: restricted to ``disc``, the disc is kept."""
     from c2f.data.synthetic import render_demo_image
     from c2f.inference.engine import label_map_from_probs
-    from c2f.masks.labels import postprocess_prediction
+    from c2f.refine.labels import postprocess_prediction
 
     image, truth = render_demo_image(np.random.default_rng([3, 0, 0]), "disc", 120)
     probs = np.full((4, *truth.shape), 0.02, np.float32)

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from c2f.data.datasets import LabelledDataset, ground_truth, read_error
 from c2f.data.io import ImageReadError, read_image, read_mask
 from c2f.inference import Engine
+from c2f.labelmap import IGNORE
 
 from .metrics import Scorer
 
@@ -80,13 +81,13 @@ def label_statistics(dataset: LabelledDataset, label_maps: Mapping[str, Path]) -
         label = read_mask(label_maps[sample.key])
         hist = np.bincount(label.ravel(), minlength=256)
         counts += hist
-        labelled = hist[:255].sum()
-        fg_shares.append(float(hist[1:255].sum() / labelled) if labelled else 0.0)
+        labelled = hist[:IGNORE].sum()
+        fg_shares.append(float(hist[1:IGNORE].sum() / labelled) if labelled else 0.0)
     return {
         "images": len(fg_shares),
         "dropped": len(dataset.samples) - len(fg_shares),
         "mean_fg_share": float(np.mean(fg_shares)) if fg_shares else 0.0,
-        "ignore_share": float(counts[255] / max(counts.sum(), 1)),
+        "ignore_share": float(counts[IGNORE] / max(counts.sum(), 1)),
         "pixels_per_class": {
             name: int(counts[i]) for i, name in enumerate(dataset.class_names) if counts[i]
         },
