@@ -349,7 +349,7 @@ def test_gif_is_one_readable_type_for_segment_datasets_and_http(tmp_path, demo_d
     """GIF (first frame) is read alike by c2f segment, the data sets and the service; PPM by none."""
     from c2f.data.io import IMAGE_EXTENSIONS, ImageReadError
     from c2f.data.layouts import load_dataset
-    from c2f.serving.validation import RequestError, decode_upload
+    from c2f.serving.options import RequestError, decode_upload
 
     first, second = _distinct_images(demo_data, 2)
     src = tmp_path / "in"
