@@ -28,7 +28,7 @@ from c2f.demo import DEMO_CONFIG
 from c2f.inference import Engine
 from c2f.masks import mask_quality, run_mask_stage
 from c2f.training import train_recursive
-from c2f.training.evaluate import evaluate_engine
+from c2f.evaluation import evaluate_engine
 
 
 def _row(stage: str, metrics: dict) -> dict:

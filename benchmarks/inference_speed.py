@@ -180,7 +180,7 @@ def build_and_export(name: str, input_size: int, workdir: Path) -> tuple[Any, Pa
 
     from c2f.export import export_onnx
     from c2f.models import build_model
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
 
     arch, num_classes, stride, task = MODELS[name]
     torch.manual_seed(0)
@@ -302,8 +302,8 @@ def demo_image(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.n
 def bench_refinement(onnx_path: Path, settings: Settings) -> dict[str, Any]:
     """ms per image of dense CRF (on the model's own probabilities) and of GrabCut (5 iterations)."""
     from c2f.inference import Engine, OnnxBackend
-    from c2f.masks.crf import dense_crf
-    from c2f.masks.grabcut import grabcut_refine
+    from c2f.refine.crf import dense_crf
+    from c2f.refine.grabcut import grabcut_refine
 
     engine = Engine(OnnxBackend(onnx_path, "cpu", settings.threads), batch_size=1)
     result: dict[str, Any] = {"crf_classes": engine.info.num_classes, "crf_iterations": 5, "grabcut_iterations": 5}

@@ -26,6 +26,7 @@ import io
 import json
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -35,7 +36,8 @@ import httpx
 import numpy as np
 import psutil
 
-from c2f.serving.local import LocalServer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's server harness
+from servers import LocalServer  # noqa: E402
 
 MAX_REQUESTS = 5000
 MAX_CONCURRENCY = 64
@@ -62,7 +64,7 @@ def export_model(folder: Path, input_size: int, num_classes: int) -> Path:
 
     from c2f.export import export_onnx
     from c2f.models import build_model
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     classes = ["background"] + [f"class{i}" for i in range(1, num_classes)]

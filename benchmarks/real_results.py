@@ -43,7 +43,7 @@ from c2f.inference import Engine
 from c2f.inference.render import overlay
 from c2f.masks import mask_quality, run_mask_stage
 from c2f.training import TrainConfig, train_recursive
-from c2f.training.evaluate import evaluate_engine
+from c2f.evaluation import evaluate_engine
 
 # Jing, Chen & Tian, "Coarse-to-fine Semantic Segmentation from Image-level Labels": Table I
 # (VOC12 val mIoU of the training-mask sources), the final VOC12 val mIoU, the MIT Object Discovery

@@ -21,7 +21,7 @@ import torch
 from c2f.data.io import read_mask, write_label_png
 from c2f.data.layouts import load_dataset
 from c2f.data.synthetic import generate_demo_dataset
-from c2f.masks.labels import compose_label_map
+from c2f.refine.labels import compose_label_map
 from c2f.training import TrainConfig
 from c2f.training.distributed import DistInfo
 from c2f.training.samples import LabelMapDataset, Pair

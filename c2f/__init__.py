@@ -28,7 +28,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "TrainConfig": ("c2f.training.config", "TrainConfig"),
     "train": ("c2f.training.recursive", "train_recursive"),
     "make_masks": ("c2f.masks.stage", "run_mask_stage"),
-    "evaluate": ("c2f.training.evaluate", "evaluate_engine"),
+    "evaluate": ("c2f.evaluation.scoring", "evaluate_engine"),
     "export_onnx": ("c2f.export.onnx_export", "export_onnx"),
     "load_dataset": ("c2f.data.layouts", "load_dataset"),
     "split": ("c2f.data.datasets", "split"),
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from c2f.inference.engine import Engine, Prediction
     from c2f.masks.stage import run_mask_stage as make_masks
     from c2f.training.config import TrainConfig
-    from c2f.training.evaluate import evaluate_engine as evaluate
+    from c2f.evaluation.scoring import evaluate_engine as evaluate
     from c2f.training.recursive import train_recursive as train
 
 

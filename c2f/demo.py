@@ -24,7 +24,7 @@ from c2f.inference import Engine
 from c2f.inference.folder import segment_folder
 from c2f.masks import run_mask_stage
 from c2f.training import TrainConfig, train_recursive
-from c2f.training.evaluate import evaluate_engine
+from c2f.evaluation import evaluate_engine
 
 DEMO_CONFIG = TrainConfig(
     task="semantic",

@@ -27,7 +27,7 @@ def make_checkpoint_file(path: Path, arch: str = "deeplab", backbone: str = "eff
     import torch
 
     from c2f.models import build_model
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = build_model(arch, backbone, len(classes), pretrained=backbone == "efficientnet-lite0")
@@ -52,3 +52,24 @@ def semantic_onnx(tmp_path_factory, semantic_checkpoint) -> Path:
 def checkpoint_factory():
     """``make_checkpoint_file`` for tests that need their own arch/backbone/task."""
     return make_checkpoint_file
+
+
+CLIENT_TIMEOUT_S = 120  # an upper bound for waiting on the server, never a performance threshold
+
+
+@pytest.fixture(scope="module")
+def server(server_env, tmp_path_factory):
+    """A ready service for the module, with the ``C2F_*`` (and other) variables of its ``server_env``."""
+    from servers import serving
+
+    with serving(tmp_path_factory.mktemp("server") / "server.log", server_env) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    """An httpx client of the module's ``server``."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT_S) as http:
+        yield http

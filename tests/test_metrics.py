@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from c2f.metrics import (
+from c2f.evaluation.metrics import (
     ConfusionMatrix,
     confusion_matrix,
     foreground_jaccard,

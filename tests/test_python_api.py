@@ -122,7 +122,7 @@ def test_aliases_are_the_real_functions():
     from c2f.export.onnx_export import export_onnx
     from c2f.masks.stage import run_mask_stage
     from c2f.training import TrainConfig, train_recursive
-    from c2f.training.evaluate import evaluate_engine
+    from c2f.evaluation import evaluate_engine
 
     assert c2f.TrainConfig is TrainConfig
     assert c2f.train is train_recursive

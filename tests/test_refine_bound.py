@@ -17,7 +17,7 @@ from c2f.data.io import read_image
 from c2f.data.synthetic import DEMO_CLASSES
 from c2f.inference import REFINE_MAX_PIXELS, Engine, predict_from_logits, upsample_labels, working_size
 from c2f.inference.engine import label_map_from_probs
-from c2f.masks.crf import dense_crf
+from c2f.refine.crf import dense_crf
 
 CLASSES = ("background", "disc", "square", "triangle")  # conftest's checkpoint classes
 

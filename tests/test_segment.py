@@ -249,7 +249,7 @@ def test_objectness_fallback_at_inference_finds_an_object_held_by_another_class(
     """The model found the disc but called it a triangle: restricted to ``disc``, the disc is kept."""
     from c2f.data.synthetic import render_demo_image
     from c2f.inference.engine import label_map_from_probs
-    from c2f.masks.labels import postprocess_prediction
+    from c2f.refine.labels import postprocess_prediction
 
     image, truth = render_demo_image(np.random.default_rng([3, 0, 0]), "disc", 120)
     probs = np.full((4, *truth.shape), 0.02, np.float32)
@@ -349,7 +349,7 @@ def test_gif_is_one_readable_type_for_segment_datasets_and_http(tmp_path, demo_d
     """GIF (first frame) is read alike by c2f segment, the data sets and the service; PPM by none."""
     from c2f.data.io import IMAGE_EXTENSIONS, ImageReadError
     from c2f.data.layouts import load_dataset
-    from c2f.serving.validation import RequestError, decode_upload
+    from c2f.serving.options import RequestError, decode_upload
 
     first, second = _distinct_images(demo_data, 2)
     src = tmp_path / "in"

@@ -28,7 +28,7 @@ pytest.importorskip("bentoml")
 
 from PIL import Image  # noqa: E402
 
-from c2f.serving.local import free_port  # noqa: E402
+from servers import free_port  # noqa: E402
 
 STARTUP_S = 180
 STOP_S = 10

@@ -1,7 +1,7 @@
 """The HTTP service: a real ``bentoml serve`` subprocess on loopback, a real httpx client, no mocks.
 
 Every served mask is compared pixel for pixel with ``Engine.segment`` (what ``c2f segment`` runs).
-The validation helpers are unit-tested without BentoML at the end of the file.
+The request, encoding and middleware helpers are unit-tested without BentoML at the end of the file.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from c2f.serving.local import LocalServer
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("bentoml")
@@ -28,23 +27,11 @@ pytest.importorskip("bentoml")
 from PIL import Image  # noqa: E402
 
 from c2f.inference.render import foreground_mask  # noqa: E402
-from c2f.serving.validation import (  # noqa: E402
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_PIXELS,
-    BodyLimit,
-    ErrorEnvelope,
-    RequestError,
-    Settings,
-    decode_upload,
-    label_png,
-    parse_bool,
-    parse_choice,
-    parse_classes,
-    png_bytes,
-    rle_decode,
-    rle_encode,
-    segmentation_json,
-)
+from c2f.serving.encoders import label_png, png_bytes, rle_decode, rle_encode, segmentation_json  # noqa: E402
+from c2f.serving.middleware import BodyLimit, ErrorEnvelope  # noqa: E402
+from c2f.serving.options import RequestError, decode_upload, parse_bool, parse_choice, parse_classes  # noqa: E402
+from c2f.serving.settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Settings  # noqa: E402
+from servers import LocalServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["background", "disc", "square"]
@@ -90,7 +77,7 @@ def model_path(tmp_path_factory) -> Path:
 
     from c2f.export import export_onnx
     from c2f.models import build_model
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
 
     folder = tmp_path_factory.mktemp("serving_model")
     torch.manual_seed(0)
@@ -108,23 +95,10 @@ def engine(model_path):
 
 
 @pytest.fixture(scope="module")
-def server(model_path, tmp_path_factory):
-    srv = Server(
-        tmp_path_factory.mktemp("serving_log") / "server.log",
-        C2F_MODEL=str(model_path), C2F_MAX_BYTES=str(MAX_BYTES), C2F_MAX_PIXELS=str(MAX_PIXELS),
-        C2F_BATCH="4", C2F_THREADS="1",
-    )
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=120) as http:
-        yield http
+def server_env(model_path) -> dict[str, str]:
+    """The module's ``server`` (conftest): small limits, batches of 4, one thread."""
+    return {"C2F_MODEL": str(model_path), "C2F_MAX_BYTES": str(MAX_BYTES), "C2F_MAX_PIXELS": str(MAX_PIXELS),
+            "C2F_BATCH": "4", "C2F_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -450,7 +424,7 @@ def test_missing_model_is_a_clear_startup_error(tmp_path):
 
 
 def test_unset_model_never_becomes_ready(tmp_path):
-    from c2f.serving.validation import bundled_model_path
+    from c2f.serving.settings import bundled_model_path
 
     if bundled_model_path().exists():
         pytest.skip("a bundled model/model.onnx exists in this checkout")
@@ -496,7 +470,7 @@ def test_bentoml_build_bundles_the_model(model_path, tmp_path):
     assert "torch" not in requirements
 
 
-# ----------------------------------------------------------------------------- validation unit tests
+# ----------------------------------------------------------------------------- helper unit tests (no server)
 
 
 def test_settings_from_env_defaults_and_errors():

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from c2f.serving.local import LocalServer
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("bentoml")
@@ -82,24 +81,11 @@ def listener():
 
 
 @pytest.fixture(scope="module")
-def server(semantic_onnx, listener, tmp_path_factory):
-    """The service with every outgoing HTTP(S) request routed to ``listener`` (proxy variables)."""
+def server_env(semantic_onnx, listener) -> dict[str, str]:
+    """The module's ``server`` (conftest), with every outgoing HTTP(S) request routed to ``listener``."""
     proxies = {name: listener.url for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
                                                 "http_proxy", "https_proxy", "all_proxy")}
-    srv = LocalServer(tmp_path_factory.mktemp("guards") / "server.log",
-                      {"C2F_MODEL": str(semantic_onnx), "C2F_THREADS": "1", "NO_PROXY": "", "no_proxy": "",
-                       **proxies})
-    try:
-        srv.wait_ready()
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=WAIT_S) as http:
-        yield http
+    return {"C2F_MODEL": str(semantic_onnx), "C2F_THREADS": "1", "NO_PROXY": "", "no_proxy": "", **proxies}
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +189,7 @@ def test_a_server_error_keeps_its_traceback(caplog):
     """Only 4xx answers lose their tracebacks: an exception behind a 500 is logged in full."""
     import asyncio
 
-    from c2f.serving.validation import ErrorEnvelope, HoldTracebacks
+    from c2f.serving.middleware import ErrorEnvelope, HoldTracebacks
 
     logger = logging.getLogger("c2f.test.held")
     logger.addFilter(HoldTracebacks())
@@ -284,7 +270,7 @@ def test_upload_guard_reads_part_headers_as_they_stream():
     """Unit level: the refusal comes at the offending part, before the rest of the body is read."""
     import asyncio
 
-    from c2f.serving.validation import UploadGuard
+    from c2f.serving.middleware import UploadGuard
 
     seen: list[bytes] = []
 
@@ -327,7 +313,7 @@ def test_upload_guard_reads_part_headers_as_they_stream():
 
 def test_refine_bound_setting(client):
     from c2f.inference import REFINE_MAX_PIXELS
-    from c2f.serving.validation import Settings
+    from c2f.serving.settings import Settings
 
     assert Settings.from_env({}).refine_max_pixels == REFINE_MAX_PIXELS
     assert Settings.from_env({"C2F_REFINE_MAX_PIXELS": "250000"}).refine_max_pixels == 250_000

@@ -17,7 +17,7 @@ import torch
 
 from c2f.data.layouts import load_dataset
 from c2f.training import TrainConfig
-from c2f.training.checkpoint import load_checkpoint
+from c2f.checkpoint import load_checkpoint
 from c2f.training.samples import LabelMapDataset
 
 TINY = ["--rounds", "2", "--epochs", "2", "--batch-size", "4", "--lr", "0.01", "--resize", "64", "--crop", "48",
@@ -349,7 +349,7 @@ def _ground_truth_pairs(demo_data: Path, folder: Path, count: int = 4):
     """The demo data set and training pairs of its first images on their ground-truth label maps."""
     from c2f.data.io import read_mask, write_label_png
     from c2f.data.layouts import load_dataset
-    from c2f.masks.labels import compose_label_map
+    from c2f.refine.labels import compose_label_map
     from c2f.training.samples import Pair
 
     data = load_dataset(demo_data)
@@ -360,7 +360,7 @@ def _ground_truth_pairs(demo_data: Path, folder: Path, count: int = 4):
 
 def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> None:
     """With lr 0 training moves no parameter, so the result shows where the round started."""
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
     from c2f.training.distributed import DistInfo
     from c2f.training.trainer import new_model, train_round
 
@@ -374,7 +374,7 @@ def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> Non
 
     def trained(init_from):
         model = train_round(LabelMapDataset(pairs, 64, 48), cfg, data.num_classes, 2, "semantic", data.class_names,
-                            tmp_path / f"last-{init_from is None}.pt", "cpu", DistInfo(), progress=False,
+                            tmp_path / f"last-{init_from is None}.pt", "cpu", dist_info=DistInfo(), progress=False,
                             init_from=init_from)
         return dict(model.named_parameters())
 
@@ -400,7 +400,7 @@ def test_weight_average_follows_the_trained_weights_and_resumes_exactly(tmp_path
     def run(decay: float, last: Path, on_epoch_end=None):
         cfg = TrainConfig(epochs=3, batch_size=4, lr=0.01, resize=64, crop=48, ema_decay=decay)
         return train_round(LabelMapDataset(pairs, 64, 48), cfg, data.num_classes, 1, "semantic", data.class_names,
-                           last, "cpu", DistInfo(), progress=False, on_epoch_end=on_epoch_end)
+                           last, "cpu", dist_info=DistInfo(), progress=False, on_epoch_end=on_epoch_end)
 
     plain_last = tmp_path / "plain.pt"
     trajectory = []
@@ -471,7 +471,7 @@ def test_head_only_epochs_keep_the_imagenet_backbone(tmp_path, demo_data, head_o
     per_epoch = []
     last = tmp_path / "last.pt"
     model = train_round(LabelMapDataset(pairs, 64, 48), cfg, data.num_classes, 1, "semantic", data.class_names,
-                        last, "cpu", DistInfo(), progress=False,
+                        last, "cpu", dist_info=DistInfo(), progress=False,
                         on_epoch_end=lambda epoch: per_epoch.append(load_checkpoint(last)["model"]))
     for epoch, state in enumerate(per_epoch):
         frozen = epoch < head_only_epochs
@@ -485,14 +485,14 @@ def test_lite_model_trained_head_first_exports_with_parity(tmp_path, demo_data) 
     """The CPU recipe's model (deeplab-lite, a head-only epoch, then fine-tuning) exports like any other."""
     from c2f.data.io import read_image
     from c2f.export import export_onnx
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
     from c2f.training.distributed import DistInfo
     from c2f.training.trainer import train_round
 
     data, pairs = _ground_truth_pairs(demo_data, tmp_path / "labels", count=8)
     cfg = TrainConfig(arch="deeplab-lite", epochs=3, batch_size=4, lr=0.01, resize=96, crop=80, head_only_epochs=1)
     model = train_round(LabelMapDataset(pairs, 96, 80), cfg, data.num_classes, 1, "semantic", data.class_names,
-                        tmp_path / "last.pt", "cpu", DistInfo(), progress=False)
+                        tmp_path / "last.pt", "cpu", dist_info=DistInfo(), progress=False)
     checkpoint = save_checkpoint(make_checkpoint(model, "semantic", data.class_names, 96), tmp_path / "m.pt")
     images = [read_image(s.image) for s in data.samples[:6]]
     parity = export_onnx(checkpoint, tmp_path / "m.onnx", images)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -36,37 +35,35 @@ def command(
       c2f evaluate --model model.onnx --data voc_val/ --known-labels --grabcut
     """
     from c2f.data.layouts import load_dataset
-    from c2f.training.evaluate import evaluate_engine, format_table, plot_rounds, write_report
+    from c2f.evaluation import (
+        ClassMismatchError, KnownLabelsError, NoRoundsError, default_out, evaluate_models, evaluate_run, format_table,
+    )
 
     if (model_path is None) == (run_dir is None):
         raise click.UsageError("give exactly one of --model or --run")
     dataset = load_dataset(data, layout)
-    models = [model_path] if model_path else sorted(run_dir.glob("round_*/checkpoint.pt"), key=lambda p: int(p.parent.name[6:]))
-    if not models:
-        raise click.ClickException(f"no round_*/checkpoint.pt under {run_dir}")
-    out = out or (run_dir / "evaluation" if run_dir else Path(model_path).with_suffix("").parent / "evaluation")
-    rounds = []
-    for path in models:
-        engine = open_engine(path, device=device, threads=threads, batch_size=batch_size, keep_aspect=keep_aspect)
-        view = dataset.to_foreground() if engine.info.task == "foreground" else dataset
-        _check_classes(engine.info.class_names, view.class_names, path)
-        if known_labels and engine.info.task == "foreground":
-            raise click.UsageError("--known-labels applies to semantic models; a foreground model has no classes")
-        settings = [False, True] if compare_crf else [crf]
-        for use_crf in settings:
-            metrics = evaluate_engine(engine, view, crf=use_crf, grabcut=grabcut, progress=progress,
-                                      known_labels=known_labels)
-            name = f"{path.parent.name if run_dir else path.stem}{'_crf' if use_crf else ''}"
-            write_report(metrics, out, name)
-            click.echo(f"\n{name} ({metrics['images']} images)\n{format_table(metrics)}")
-            _warn_skipped(metrics, out / f"{name}.json")
-            if not use_crf or not compare_crf:
-                rounds.append({"round": len(rounds) + 1, "val": metrics})
-    if run_dir:
-        summary = {"rounds": rounds}
-        (out / "rounds.json").write_text(json.dumps(summary, indent=2))
-        plot_rounds(summary, out / "rounds.png")
-        click.echo(f"\nper-round plot: {out / 'rounds.png'}")
+    out = out or default_out(model_path=model_path, run_dir=run_dir)
+
+    def report(name: str, metrics: dict, path: Path) -> None:
+        click.echo(f"\n{name} ({metrics['images']} images)\n{format_table(metrics)}")
+        _warn_skipped(metrics, path)
+
+    options = dict(
+        open_engine=lambda path: open_engine(path, device=device, threads=threads, batch_size=batch_size,
+                                             keep_aspect=keep_aspect),
+        crf=crf, compare_crf=compare_crf, grabcut=grabcut, known_labels=known_labels, progress=progress,
+        on_report=report,
+    )
+    try:
+        if run_dir:
+            evaluate_run(run_dir, dataset, out, **options)
+            click.echo(f"\nper-round plot: {out / 'rounds.png'}")
+        else:
+            evaluate_models([model_path], [model_path.stem], dataset, out, **options)
+    except (NoRoundsError, ClassMismatchError) as error:
+        raise click.ClickException(str(error)) from None
+    except KnownLabelsError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def _warn_skipped(metrics: dict, report: Path) -> None:
@@ -76,20 +73,3 @@ def _warn_skipped(metrics: dict, report: Path) -> None:
         click.echo(f"warning: skipped {len(skipped)} unreadable image(s) or mask(s), e.g. {skipped[0]['path']} "
                    f"({skipped[0]['reason']}); all listed under skipped_images in {report}: fix or remove them "
                    "to score every image", err=True)
-
-
-def _check_classes(model_classes: list[str], data_classes: list[str], model: Path) -> None:
-    """Refuse to score a semantic model on data with another number of classes, naming both lists.
-
-    (A foreground model is scored on the data's foreground, which always has its two classes.)
-    """
-    if len(model_classes) != len(data_classes):
-        raise click.ClickException(
-            f"the model {model} has {len(model_classes)} classes ({_shown(model_classes)}) but the data has "
-            f"{len(data_classes)} ({_shown(data_classes)}); evaluate it on data labelled with the model's classes"
-        )
-
-
-def _shown(names: list[str], limit: int = 8) -> str:
-    """The first ``limit`` names, then how many more."""
-    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")

@@ -22,11 +22,9 @@ import cv2
 import numpy as np
 
 from c2f.data.io import ImageReadError, image_shape, read_image, read_mask
+from c2f.labelmap import BACKGROUND, IGNORE
 
 logger = logging.getLogger(__name__)
-
-BACKGROUND = 0
-IGNORE = 255
 
 VOC_CLASSES: tuple[str, ...] = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",

@@ -20,8 +20,9 @@ from typing import Literal
 
 import numpy as np
 
-from c2f.data.datasets import IGNORE, VOC_CLASSES, LabelledDataset, MaskFormat, Sample
+from c2f.data.datasets import VOC_CLASSES, LabelledDataset, MaskFormat, Sample
 from c2f.data.io import IMAGE_EXTENSIONS, ImageReadError, read_mask
+from c2f.labelmap import IGNORE
 
 logger = logging.getLogger(__name__)
 

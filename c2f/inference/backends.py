@@ -94,28 +94,20 @@ class TorchBackend:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> "TorchBackend":
-        import torch
+        import torch  # noqa: F401 - imported outside the try: without torch the install is wrong, not the file
 
-        from c2f.models import model_from_config
+        from c2f.checkpoint import load_checkpoint, missing_keys, model_description, model_from_checkpoint
 
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
+            state = load_checkpoint(path)
         except Exception as exc:  # noqa: BLE001 - unpickling any non-checkpoint fails in many ways
             raise ModelFileError(f"{path} is not {MODEL_KINDS}: {_reason(exc)}") from exc
-        needed = ("config", "model", "task", "class_names")
-        missing = [key for key in needed if not isinstance(state, dict) or key not in state]
+        missing = missing_keys(state)
         if missing:
             raise ModelFileError(f"{path} is a torch file but not a c2f checkpoint (no {', '.join(missing)}); "
                                  f"expected {MODEL_KINDS}")
-        model = model_from_config(state["config"])
-        model.load_state_dict(state["model"])
-        info = ModelInfo(
-            task=state["task"],
-            class_names=list(state["class_names"]),
-            input_size=int(state.get("input_size", 321)),
-            config=dict(state["config"]),
-            version=str(state.get("c2f_version", "")),
-        )
+        model = model_from_checkpoint(state)
+        info = ModelInfo.from_dict(model_description(state))
         return cls(model, info, device)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:

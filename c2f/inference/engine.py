@@ -19,6 +19,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
+from c2f.labelmap import IGNORE
+
 from .backends import Backend, ModelInfo, load_backend
 
 
@@ -72,7 +74,7 @@ def class_pixels(label_map: np.ndarray, class_names: Sequence[str]) -> list[tupl
         if index < len(class_names):
             name = class_names[index]
         else:
-            name = "ignore" if index == 255 else f"class_{index}"
+            name = "ignore" if index == IGNORE else f"class_{index}"
         rows.append((int(index), name, int(counts[index]), round(float(counts[index]) / label_map.size, 6)))
     return rows
 
@@ -182,7 +184,7 @@ def _check(stop: StopCheck | None, stage: str) -> None:
 
 # At inference an image is never dropped, but the objectness fallback of the between-round rule
 # stays: own classes finding under 1 % of the image means the model found the object under another
-# class's name (see c2f.masks.labels.postprocess_prediction).
+# class's name (see c2f.refine.labels.postprocess_prediction).
 OBJECTNESS_BELOW = 0.01
 
 Label = int | str
@@ -245,7 +247,7 @@ def label_map_from_probs(
     """
     if labels is None and not grabcut:
         return probs.argmax(axis=0).astype(np.uint8)
-    from c2f.masks.labels import postprocess_prediction
+    from c2f.refine.labels import postprocess_prediction
 
     own = tuple(labels) if labels is not None else tuple(range(1, probs.shape[0]))
     return postprocess_prediction(
@@ -272,7 +274,7 @@ def predict_from_logits(
     read (:class:`Prediction`). ``stop``
     is asked before each refinement step; :class:`Cancelled` ends the work when it says so.
     """
-    from c2f.masks.crf import dense_crf
+    from c2f.refine.crf import dense_crf
 
     height, width = image.shape[:2]
     refine = crf or grabcut

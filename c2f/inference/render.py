@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from c2f.data.io import voc_palette
+from c2f.labelmap import BACKGROUND, IGNORE
 
 
 def colorize(label_map: np.ndarray) -> np.ndarray:
@@ -15,13 +16,13 @@ def colorize(label_map: np.ndarray) -> np.ndarray:
 def overlay(image: np.ndarray, label_map: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     """Blend palette colours over the image where a class (not background, not ignore) is labelled."""
     colours = colorize(label_map).astype(np.float32)
-    mask = ((label_map > 0) & (label_map < 255))[..., None]
+    mask = foreground_mask(label_map)[..., None]
     return np.where(mask, (1 - alpha) * image + alpha * colours, image).astype(np.uint8)
 
 
 def foreground_mask(label_map: np.ndarray) -> np.ndarray:
-    """Foreground of a label map: any class but background (0) and ignore (255)."""
-    return (label_map > 0) & (label_map != 255)
+    """Foreground of a label map: any class but background and ignore."""
+    return (label_map != BACKGROUND) & (label_map != IGNORE)
 
 
 def cutout(image: np.ndarray, foreground: np.ndarray) -> np.ndarray:

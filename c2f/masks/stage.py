@@ -46,11 +46,11 @@ from tqdm import tqdm
 
 from c2f.data.datasets import IGNORE, LabelledDataset, Sample, ground_truth
 from c2f.data.io import ImageReadError, file_identity, read_image, read_mask, write_label_png, write_mask_png
-from c2f.masks.crf import crf_refine_mask
+from c2f.evaluation.metrics import Scorer
 from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
-from c2f.masks.grabcut import grabcut_refine
-from c2f.masks.labels import compose_label_map
-from c2f.metrics import Scorer
+from c2f.refine.crf import crf_refine_mask
+from c2f.refine.grabcut import grabcut_refine
+from c2f.refine.labels import compose_label_map
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Run it with ``c2f serve --model model.onnx`` or ``C2F_MODEL=model.onnx bentoml serve
 c2f.serving.service:Segmenter``. Configuration comes from ``C2F_*`` environment variables (see
-:class:`c2f.serving.validation.Settings` and the README).
+:class:`c2f.serving.settings.Settings` and the README).
 
 Every mask is made by :meth:`c2f.inference.Engine.segment`, the same code ``c2f segment`` runs, so
 a served mask equals the CLI's pixel for pixel. Adaptive batching only changes *where* the model
@@ -36,26 +36,20 @@ from c2f import __version__
 from c2f.inference import Cancelled, Engine, ModelInfo
 from c2f.inference.render import cutout, foreground_mask, overlay
 
-from .validation import (
+from .encoders import label_png, png_bytes, segmentation_json
+from .middleware import MULTIPART_SLACK, BodyLimit, ErrorEnvelope, HoldTracebacks, UploadGuard
+from .options import (
     FOREGROUND_FORMATS,
-    MULTIPART_SLACK,
     SEGMENT_FORMATS,
-    BodyLimit,
-    ErrorEnvelope,
-    HoldTracebacks,
     RequestError,
-    Settings,
-    UploadGuard,
     decode_upload,
     first_given,
-    label_png,
     parse_bool,
     parse_choice,
     parse_classes,
-    png_bytes,
-    segmentation_json,
     selectable_classes,
 )
+from .settings import Settings
 
 log = logging.getLogger("bentoml.c2f")  # a child of BentoML's logger, so it shows in the server log
 

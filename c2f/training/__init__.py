@@ -1,4 +1,4 @@
-"""Recursive training (mask stage -> rounds of train/relabel), checkpoints, DDP and evaluation."""
+"""Recursive training (mask stage -> rounds of train/relabel), resume and DDP; scoring lives in c2f.evaluation."""
 
 from .config import TrainConfig
 from .recursive import RunResult, train_recursive

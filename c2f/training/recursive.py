@@ -27,18 +27,19 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from c2f.data.datasets import BACKGROUND, IGNORE, LabelledDataset, check_images
+from c2f.checkpoint import load_checkpoint, save_checkpoint
+from c2f.data.datasets import LabelledDataset, check_images
 from c2f.data.io import read_image, read_mask, write_label_png, write_mask_png
-from c2f.inference import Engine, ModelInfo, TorchBackend
-from c2f.masks.labels import RoundLabel, postprocess_prediction
-from c2f.masks.stage import key_seed, mask_quality, run_mask_stage
-
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig
-from .distributed import DistInfo, barrier, init_distributed, resolve_device
-from .evaluate import (
+from c2f.evaluation import (
     evaluate_engine, format_table, label_statistics, plot_rounds, score_label_maps, write_overlays,
 )
+from c2f.inference import Engine, ModelInfo, TorchBackend
+from c2f.labelmap import BACKGROUND, IGNORE
+from c2f.masks.stage import key_seed, mask_quality, run_mask_stage
+from c2f.refine.labels import RoundLabel, postprocess_prediction
+
+from .config import TrainConfig
+from .distributed import DistInfo, barrier, init_distributed, resolve_device
 from .samples import LabelMapDataset, Pair
 from .trainer import train_round
 
@@ -194,8 +195,8 @@ class _Run:
             self.train_set.class_names,
             last_path,
             self.device,
-            self.dist_info,
-            self.progress,
+            dist_info=self.dist_info,
+            progress=self.progress,
             init_from=init_from if cfg.warm_start and round_index > 1 else None,
         )
 

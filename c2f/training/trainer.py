@@ -24,16 +24,16 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from c2f.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from c2f.labelmap import IGNORE
 from c2f.models import SegmentationModel, build_model
 
-from .checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .distributed import DistInfo
 from .samples import LabelMapDataset, epoch_order
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = 255
 
 
 def new_model(cfg: TrainConfig, num_classes: int, round_index: int) -> SegmentationModel:
@@ -89,6 +89,7 @@ def train_round(
     class_names: list[str],
     last_path: Path,
     device: str,
+    *,
     dist_info: DistInfo,
     progress: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
@@ -192,7 +193,7 @@ def train_round(
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy ignoring 255; a batch with no labelled pixel contributes a zero (not NaN) loss."""
-    if bool((target != IGNORE_INDEX).any()):
-        return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    """Cross-entropy ignoring IGNORE pixels; a batch with no labelled pixel contributes a zero (not NaN) loss."""
+    if bool((target != IGNORE).any()):
+        return F.cross_entropy(logits, target, ignore_index=IGNORE)
     return logits.sum() * 0.0

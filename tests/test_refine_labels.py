@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from c2f.data.synthetic import render_demo_image
-from c2f.masks.labels import (
+from c2f.refine.labels import (
     compose_label_map,
     foreground_fraction,
     keep_own_classes,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from c2f.data.synthetic import render_demo_image
-from c2f.masks.crf import crf_refine_mask, dense_crf
+from c2f.refine.crf import crf_refine_mask, dense_crf
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE = 255
+from c2f.labelmap import IGNORE
 
 __all__ = [
     "ConfusionMatrix",

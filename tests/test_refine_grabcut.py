@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from c2f.data.synthetic import DEMO_CLASSES, render_demo_image
-from c2f.masks import grabcut as grabcut_module
-from c2f.masks.grabcut import grabcut_refine
+from c2f.refine import grabcut as grabcut_module
+from c2f.refine.grabcut import grabcut_refine
 
 _KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (13, 13))
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from c2f.data.datasets import BACKGROUND, IGNORE
-from c2f.masks.grabcut import grabcut_refine
+from c2f.labelmap import BACKGROUND, IGNORE
+from c2f.refine.grabcut import grabcut_refine
 
 __all__ = [
     "RoundLabel",
@@ -115,6 +115,7 @@ def postprocess_prediction(
     image: np.ndarray,
     probs: np.ndarray,
     labels: tuple[int, ...],
+    *,
     grabcut: bool = True,
     grabcut_iterations: int = 5,
     min_fg: float = 0.01,
