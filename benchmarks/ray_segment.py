@@ -54,7 +54,7 @@ def export_model(folder: Path, size: int) -> Path:
 
     from c2f.export import export_onnx
     from c2f.models import build_model
-    from c2f.training.checkpoint import make_checkpoint, save_checkpoint
+    from c2f.checkpoint import make_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = build_model("deeplab-lite", "efficientnet-lite0", len(CLASSES), pretrained=True)
@@ -77,7 +77,8 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a bounding `timeout` still stops the cluster
 
-    from c2f.distributed.local_cluster import LocalCluster
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's cluster harness
+    from ray_cluster import LocalCluster
     from c2f.distributed.ray_segment import segment_folder_on_ray
     from c2f.inference import Engine
     from c2f.inference.folder import plan_folder, segment_folder

@@ -72,7 +72,7 @@ def big_demo(tmp_path_factory) -> Path:
 def cluster(tmp_path_factory):
     """Two Ray nodes of one CPU each on this machine; afterwards, none of their processes is left."""
     pytest.importorskip("ray", reason='needs the extra: pip install "c2f[ray]"')
-    from c2f.distributed.local_cluster import LocalCluster
+    from ray_cluster import LocalCluster
 
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # workers import this c2f
     started = LocalCluster(tmp_path_factory.mktemp("ray"), nodes=2, cpus_per_node=1, env={"PYTHONPATH": path})
@@ -162,7 +162,7 @@ def test_without_ray_the_error_is_one_line_naming_the_extra(tmp_path, demo_data,
 
 def test_only_the_ray_entry_points_import_ray():
     code = ("import sys; import c2f.cli.main, c2f.cli.segment, c2f.cli.masks, c2f.inference.folder, "
-            "c2f.masks.stage, c2f.distributed, c2f.distributed.local_cluster; "
+            "c2f.masks.stage, c2f.distributed; "
             "print('ray' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.stdout.strip() == "False", result.stderr
