@@ -125,6 +125,11 @@ class TorchBackend:
             return self.model(x).float().cpu().numpy()
 
 
+# ONNX Runtime's intra-op threads when the caller gives none; None leaves ONNX Runtime's own default
+# (one per physical core). Chosen by benchmarks/inference_speed.py, which runs 1 and 2 threads side by side.
+DEFAULT_THREADS: int | None = None
+
+
 class OnnxBackend:
     """ONNX Runtime session; CUDA when asked for (or ``auto``) and really available, else CPU."""
 
@@ -142,6 +147,7 @@ class OnnxBackend:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = DEFAULT_THREADS if threads is None else threads
         if threads:
             options.intra_op_num_threads = threads
         try:

@@ -25,7 +25,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["GrabCutResult", "grabcut_refine"]
+__all__ = ["GRABCUT_MAX_SIDE", "GrabCutResult", "grabcut_refine"]
+
+# Longest side GrabCut works at by default (larger images are cut on a downscaled copy; GrabCut's time
+# is about linear in pixels). Measured on the 520 VOC training images from their coarse masks
+# (benchmarks/README.md, "GrabCut working size"): see there for the speed and label mIoU per size.
+GRABCUT_MAX_SIDE = 320
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ def grabcut_refine(
     iterations: int = 5,
     border: float = 0.05,
     core_erosion: float = 0.3,
-    max_side: int | None = None,
+    max_side: int | None = GRABCUT_MAX_SIDE,
     seed: int = 0,
     max_cover: float = 0.98,
 ) -> GrabCutResult:
@@ -83,7 +88,8 @@ def grabcut_refine(
     `border` is the sure-background band's width as a fraction of the shorter side (0 = none),
     `core_erosion` the sure-foreground core's erosion as a fraction of the coarse mask's
     equivalent radius (0 = no sure foreground). `max_side` runs GrabCut on a copy downscaled
-    to that longest side (GrabCut time is ~linear in pixels) and upsamples the result.
+    to that longest side (GrabCut time is ~linear in pixels) and upsamples the result; None cuts
+    at full size.
     `seed` seeds OpenCV's RNG (GMM initialisation) so a result depends only on its inputs;
     a result covering more than `max_cover` of the image counts as collapsed.
     """
