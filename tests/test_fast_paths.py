@@ -72,3 +72,62 @@ def test_mask_stage_and_relabelling_default_to_the_bounded_grabcut():
 
     assert inspect.signature(run_mask_stage).parameters["grabcut_max_side"].default == GRABCUT_MAX_SIDE
     assert inspect.signature(grabcut_refine).parameters["max_side"].default == GRABCUT_MAX_SIDE
+
+
+def _sequential_reference(engine: Engine, src, out, formats, crf: bool, labels) -> None:
+    """The folder run without any overlap: read a chunk, segment it, write it, in order."""
+    from c2f.inference.folder import _load, _write, output_paths
+
+    paths = sorted(p for p in src.rglob("*.jpg"))
+    for start in range(0, len(paths), engine.batch_size):
+        chunk = paths[start : start + engine.batch_size]
+        loaded = [(p.relative_to(src).as_posix(), *_load(p)) for p in chunk]
+        own = [engine.class_indices(labels[rel]) for rel, _, _ in loaded] if labels else None
+        predictions = engine.segment([image for _, image, _ in loaded], crf=crf, labels=own)
+        for i, ((rel, image, read_s), prediction) in enumerate(zip(loaded, predictions)):
+            _write(output_paths(out, rel, formats), out, rel, image, read_s, prediction, engine.info.class_names,
+                   own[i] if own else None)
+
+
+def test_pipelined_folder_writes_what_a_sequential_run_writes(tmp_path, demo_data, semantic_onnx):
+    """Where the fast path does not apply (labels, CRF) outputs are byte-identical, in input order."""
+    import json
+    import shutil
+
+    from c2f.inference.folder import folder_labels, segment_folder
+
+    src = tmp_path / "in"
+    shutil.copytree(demo_data / "images", src)
+    rels = sorted(p.relative_to(src).as_posix() for p in src.rglob("*.jpg"))
+    labels = folder_labels(rels)
+    formats = ("label", "mask", "overlay")
+    engine = Engine.open(semantic_onnx, device="cpu", batch_size=4)
+    for crf, own in ((False, labels), (True, None)):
+        reference, piped = tmp_path / f"ref-{crf}", tmp_path / f"out-{crf}"
+        _sequential_reference(engine, src, reference, formats, crf, own)
+        report = segment_folder(engine, src, piped, formats, crf=crf, progress=False, workers=3, labels=own)
+        assert report.done == rels and not report.failed
+        written = sorted(p.relative_to(reference) for p in reference.rglob("*.png"))
+        assert written and written == sorted(p.relative_to(piped) for p in piped.rglob("*.png"))
+        for rel in written:
+            assert (reference / rel).read_bytes() == (piped / rel).read_bytes(), rel
+        records = [json.loads(line)["path"] for line in (piped / "results.jsonl").read_text().splitlines()]
+        assert records == rels
+
+
+def test_pipelined_folder_fast_path_matches_the_probabilities(tmp_path, demo_data, semantic_onnx):
+    """Without labels or refinement the label PNGs hold the argmax of the probabilities (ties aside)."""
+    import shutil
+
+    from c2f.data.io import read_mask
+    from c2f.inference.folder import segment_folder
+
+    src = tmp_path / "in"
+    shutil.copytree(demo_data / "images", src)
+    engine = Engine.open(semantic_onnx, device="cpu", batch_size=3)
+    segment_folder(engine, src, tmp_path / "out", ("label",), progress=False, workers=2)
+    for path in sorted(src.rglob("*.jpg")):
+        image = read_image(path)
+        probs, _ = next(iter(engine.probabilities([image])))
+        written = read_mask(tmp_path / "out" / path.relative_to(src).with_suffix(".png"))
+        assert (written != probs.argmax(axis=0)).mean() <= MAX_DISAGREEING

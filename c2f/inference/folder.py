@@ -25,9 +25,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Sequence, TextIO
@@ -222,8 +222,10 @@ def segment_folder(
     they all exist; anything else (new, failed, killed part-way) is segmented again. The output folder
     is left out of the input scan, and temporary files a killed run left in it are removed first.
 
-    Images go to the model ``engine.batch_size`` at a time; ``workers`` threads decode and encode
-    images around it (PIL and OpenCV release the GIL while they do).
+    Images go to the model ``engine.batch_size`` at a time; ``workers`` threads decode the next
+    chunks and encode the previous ones while the model runs (PIL, OpenCV and ONNX Runtime release
+    the GIL), a bounded number of chunks ahead and behind, so memory does not grow with the folder.
+    Results are recorded in input order.
 
     ``labels`` (relative POSIX path -> class names or indices) restricts each image's mask to
     background and its own classes; every label is checked against the model before any image is
@@ -250,12 +252,40 @@ def segment_folder(
             report.skipped.append(rel)
         else:
             pending.append(path)
+    chunks = iter([pending[start : start + engine.batch_size] for start in range(0, len(pending), engine.batch_size)])
+    # Chunks decoded ahead of the model and chunks whose outputs may still be being written: enough
+    # to keep every worker busy while the model runs, few enough that memory stays flat however
+    # large the folder.
+    ahead = max(2, workers)
     with _open_results(out_dir / "results.jsonl") as jsonl, ThreadPoolExecutor(workers) as pool, \
             tqdm(total=len(pending), desc="segment", disable=not progress) as bar:
-        for start in range(0, len(pending), engine.batch_size):
-            chunk = pending[start : start + engine.batch_size]
+        reads: deque[tuple[list[Path], list[Future]]] = deque()
+        writes: deque[tuple[int, list[Future]]] = deque()
+
+        def read_next() -> None:
+            chunk = next(chunks, None)
+            if chunk is not None:
+                reads.append((chunk, [pool.submit(_load, path) for path in chunk]))
+
+        def finish_writes(keep: int) -> None:
+            """Record written images, oldest chunk first, until at most ``keep`` chunks are in flight."""
+            while len(writes) > keep:
+                size, futures = writes.popleft()
+                for future in futures:
+                    record = future.result()
+                    jsonl.write(json.dumps(record) + "\n")
+                    report.done.append(record["path"])
+                jsonl.flush()
+                bar.update(size)
+
+        for _ in range(ahead):
+            read_next()
+        while reads:
+            chunk, futures = reads.popleft()
+            read_next()
             loaded = []
-            for path, outcome in zip(chunk, pool.map(_load, chunk)):
+            for path, future in zip(chunk, futures):
+                outcome = future.result()
                 rel = path.relative_to(input_dir).as_posix()
                 if isinstance(outcome, ImageReadError):
                     report.failed.append((rel, str(outcome)))
@@ -269,11 +299,9 @@ def segment_folder(
             jobs = [(output_paths(out_dir, rel, formats, bases[rel]), out_dir, rel, image, read_s, prediction,
                      engine.info.class_names, chunk_labels[i] if chunk_labels is not None else None)
                     for i, ((rel, image, read_s), prediction) in enumerate(zip(loaded, predictions))]
-            for record in pool.map(lambda job: _write(*job), jobs):
-                jsonl.write(json.dumps(record) + "\n")
-                report.done.append(record["path"])
-            jsonl.flush()
-            bar.update(len(chunk))
+            writes.append((len(chunk), [pool.submit(_write, *job) for job in jobs]))
+            finish_writes(keep=ahead)
+        finish_writes(keep=0)
     (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2))
     return report
 
