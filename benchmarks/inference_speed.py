@@ -68,15 +68,19 @@ class Settings:
     refine_shapes: tuple[tuple[int, int], ...]  # (height, width) of the CRF/GrabCut test images
     compile: bool
     threads: int | None
+    # Share of the peak is left out of --quick: at 96 px DeepLab's feature map is 6x6, so its dilated
+    # ASPP convolutions (rates 6-18) read mostly padding, which the FLOP counter still counts, and the
+    # "share" can pass 100 % without any timing error.
+    shares: bool = True
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
         if args.quick:
             # Small inputs, but as many rounds as a full run: a median of 2 on a shared machine is noise.
-            return cls((96,), (1, 2), 1024, 3, 9, 20.0, 0.0, ((96, 96), (94, 125)), False, args.threads)
+            return cls((96,), (1, 2), 1024, 3, 9, 20.0, 0.0, ((96, 96), (94, 125)), False, args.threads, False)
         return cls(
             tuple(args.sizes), tuple(args.batches), args.matmul_n, args.warmup, args.repeats, args.budget,
-            args.min_seconds, ((321, 321), (375, 500)), not args.no_compile, args.threads,
+            args.min_seconds, ((321, 321), (375, 500)), not args.no_compile, args.threads, True,
         )
 
 
@@ -311,13 +315,15 @@ def bench_model(name: str, settings: Settings, workdir: Path) -> tuple[dict[str,
                     "ms_per_image": round(per_image * 1000, 2),
                     "cpu_s_per_image": round(timing["cpu_median_s"] / batch, 4),
                     "gflops": round(gflops, 1),
-                    "share_of_peak": round(gflops / peak_gflops, 3),
-                    # per CPU-second: what one busy core delivers, immune to waiting for a shared core
-                    "share_of_peak_per_cpu_s": round(flops * batch / timing["cpu_median_s"] / 1e9 / peak_cpu_gflops, 3),
                     "repeats": timing["repeats"],
                 }
+                if settings.shares:
+                    runs[key]["share_of_peak"] = round(gflops / peak_gflops, 3)
+                    # per CPU-second: what one busy core delivers, immune to waiting for a shared core
+                    runs[key]["share_of_peak_per_cpu_s"] = round(
+                        flops * batch / timing["cpu_median_s"] / 1e9 / peak_cpu_gflops, 3)
                 log(f"{name} {size}px batch {batch} {key}: {runs[key]['images_per_s']} img/s, "
-                    f"{runs[key]['cpu_s_per_image']} CPU-s/img, {runs[key]['share_of_peak']:.0%} of {peak_gflops}")
+                    f"{runs[key]['cpu_s_per_image']} CPU-s/img")
             one, two = runs.get("onnxruntime_fp32_1thread"), runs.get("onnxruntime_fp32_2threads")
             if one and two:
                 runs["onnxruntime_2_vs_1_thread"] = {
@@ -477,6 +483,7 @@ def targets(deeplab: dict[str, Any], size: int) -> dict[str, Any]:
     onnx = runs["onnxruntime_fp32_1thread" if DEFAULT_THREADS == 1 else "onnxruntime_fp32_2threads"]
     eager = runs["torch_eager_channels_last"]
     speedup = onnx["images_per_s"] / eager["images_per_s"]
+    share = onnx.get("share_of_peak")
     return {
         "config": f"deeplab {size}px batch 1, ONNX Runtime at the engine's default {DEFAULT_THREADS} thread(s)",
         "onnx_images_per_s": onnx["images_per_s"],
@@ -484,9 +491,9 @@ def targets(deeplab: dict[str, Any], size: int) -> dict[str, Any]:
         "speedup_over_eager_channels_last": round(speedup, 2),
         "speedup_target": TARGET_SPEEDUP,
         "speedup_met": speedup >= TARGET_SPEEDUP,
-        "share_of_peak": onnx["share_of_peak"],
+        "share_of_peak": share,
         "share_of_peak_target": TARGET_PEAK_SHARE,
-        "share_of_peak_met": onnx["share_of_peak"] >= TARGET_PEAK_SHARE,
+        "share_of_peak_met": None if share is None else share >= TARGET_PEAK_SHARE,
     }
 
 

@@ -126,8 +126,9 @@ class TorchBackend:
 
 
 # ONNX Runtime's intra-op threads when the caller gives none; None leaves ONNX Runtime's own default
-# (one per physical core). benchmarks/inference_speed.py runs 1 and 2 threads side by side: on 2 cores
-# 2 threads were 1.27-1.39x faster at no more CPU-s per image, so the per-core default stays.
+# (one per physical core). benchmarks/inference_speed.py runs 1 and 2 threads side by side: on 2 busy
+# cores (96 px, --quick) 2 threads were 0.85-1.39x as fast as 1 (batch 2: 1.27-1.30x at 0.70-0.86x the
+# CPU-s per image), no case for pinning one thread, so the per-core default stays.
 DEFAULT_THREADS: int | None = None
 
 
