@@ -4,6 +4,15 @@ Runs the real stage (saliency -> GrabCut -> label maps) on the generated demo im
 output folders so nothing comes from the cache. Prints one JSON document.
 
     python benchmarks/mask_stage.py --images 60 --workers 1 2
+
+With ``--data`` it instead compares GrabCut working sizes on real photos (the VOC training split of
+:func:`c2f.data.datasets.split`, seed 0, 25 % val): one worker, the dataset's own coarse masks
+(``folder`` generator), one stage run per ``--max-sides`` value. The runs are interleaved chunk by
+chunk (``--chunk`` images of A, then of B, ...), so load changes on a shared machine hit every size
+alike; reported are images/s, CPU-seconds per image, the stage's per-step seconds and the Table I
+label mIoU (:func:`c2f.masks.mask_quality` of the label maps)::
+
+    python benchmarks/mask_stage.py --data ../shared/data/voc10-coseg --max-sides none 320 256 --out ms.json
 """
 
 from __future__ import annotations
@@ -37,13 +46,85 @@ def measure(data: Path, workers: int, out: Path, crf: bool) -> dict:
     }
 
 
+def compare_max_sides(data: Path, max_sides: list[int | None], chunk: int, limit: int | None,
+                      out: Path) -> dict:
+    """Interleaved one-worker stage runs per GrabCut max side on the VOC training photos."""
+    import dataclasses
+    import resource
+
+    import numpy as np
+
+    from c2f.data.datasets import split
+    from c2f.masks import mask_quality
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    train, _ = split(load_dataset(data), 0.25, seed=0)
+    if limit:
+        train = dataclasses.replace(train, samples=train.samples[:limit])
+    names = {side: f"max_side_{side or 'full'}" for side in max_sides}
+    wall = dict.fromkeys(names.values(), 0.0)
+    cpu_s = dict.fromkeys(names.values(), 0.0)
+    per_chunk: dict[str, list[float]] = {name: [] for name in names.values()}
+    options = dict(generator="folder", workers=1, progress=False)
+    for index, start in enumerate(range(0, len(train.samples), chunk)):
+        part = dataclasses.replace(train, samples=train.samples[start:start + chunk])
+        order = max_sides if index % 2 == 0 else max_sides[::-1]
+        for side in order:
+            began_cpu, began = cpu(), time.perf_counter()
+            run_mask_stage(part, out / names[side], grabcut_max_side=side, **options)
+            wall[names[side]] += time.perf_counter() - began
+            cpu_s[names[side]] += cpu() - began_cpu
+            per_chunk[names[side]].append((cpu() - began_cpu) / len(part.samples))
+        print(f"{start + len(part.samples)}/{len(train.samples)} images", file=sys.stderr)
+    images = len(train.samples)
+    runs = {}
+    for side, name in names.items():
+        result = run_mask_stage(train, out / name, grabcut_max_side=side, **options)  # all cached: the summary
+        quality = mask_quality(train, result, "labels")
+        runs[name] = {
+            "grabcut_max_side": side,
+            "images_per_s": round(images / wall[name], 3),
+            "cpu_s_per_image": round(cpu_s[name] / images, 4),
+            "cpu_s_per_image_median_of_chunks": round(float(np.median(per_chunk[name])), 4),
+            "per_step_ms": {k: round(v * 1000, 1) for k, v in result.summary["mean_seconds"].items() if v},
+            "label_miou": round(quality["miou"] * 100, 2),
+            "labelled": result.summary["counts"]["labelled"],
+            "grabcut_fallbacks": result.summary["grabcut_fallbacks"]["count"],
+        }
+    base = runs[names[max_sides[0]]]
+    for run in runs.values():
+        run["speedup_images_per_s"] = round(run["images_per_s"] / base["images_per_s"], 3)
+        run["speedup_cpu"] = round(base["cpu_s_per_image"] / run["cpu_s_per_image"], 3)
+        run["label_miou_change"] = round(run["label_miou"] - base["label_miou"], 2)
+    return {"benchmark": "mask_stage_max_side", "images": images, "chunk": chunk, "generator": "folder",
+            "grabcut_iterations": 5, "runs": runs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=60, help="total generated images (3 classes)")
     parser.add_argument("--size", type=int, default=200, help="image side before the +-20%% jitter")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--crf", action="store_true", help="include the dense CRF step")
+    parser.add_argument("--data", type=Path, default=None, help="real photos: compare GrabCut max sides")
+    parser.add_argument("--max-sides", nargs="+", default=["none", "320"],
+                        help="GrabCut max sides to compare ('none' = full size, the first is the baseline)")
+    parser.add_argument("--chunk", type=int, default=40, help="images per interleaved chunk")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N training images")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
+    if args.data is not None:
+        sides = [None if side.lower() == "none" else int(side) for side in args.max_sides]
+        with tempfile.TemporaryDirectory() as tmp:
+            report = compare_max_sides(args.data, sides, args.chunk, args.limit, Path(tmp))
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.out:
+            args.out.write_text(text + "\n")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         data = generate_demo_dataset(Path(tmp) / "data", n_per_class=max(args.images // 3, 1), size=args.size)
         runs = []

@@ -15,7 +15,7 @@ import pytest
 
 from c2f.data.io import read_image
 from c2f.data.synthetic import DEMO_CLASSES
-from c2f.inference import REFINE_MAX_PIXELS, Engine, predict_from_logits, upsample_labels, working_size
+from c2f.inference import CRF_MAX_PIXELS, REFINE_MAX_PIXELS, Engine, predict_from_logits, upsample_labels, working_size
 from c2f.inference.engine import label_map_from_probs
 from c2f.refine.crf import dense_crf
 
@@ -96,9 +96,14 @@ def test_upsample_labels_keeps_values_and_smooths_edges():
 @pytest.mark.parametrize("crf,grabcut,labels", [(True, False, None), (False, True, None), (True, True, None),
                                                 (True, True, ("square",))])
 def test_demo_images_refine_exactly_as_before(demo_data, semantic_onnx, crf, grabcut, labels):
-    """Small images (and a VOC-sized one) give the same masks and probabilities as full-size refinement."""
-    engine = Engine.open(semantic_onnx, device="cpu")
-    unbounded = Engine.open(semantic_onnx, device="cpu", refine_max_pixels=None)
+    """Small images (and a VOC-sized one) give the same masks and probabilities as full-size refinement.
+
+    The CRF's own bound and class pruning are off here (they are tested below): this is the promise
+    that REFINE_MAX_PIXELS changes nothing within it.
+    """
+    full_crf = {"crf_max_pixels": None, "crf_prune_below": None}
+    engine = Engine.open(semantic_onnx, device="cpu", **full_crf)
+    unbounded = Engine.open(semantic_onnx, device="cpu", refine_max_pixels=None, **full_crf)
     images = [_demo(demo_data, name, 0)[0] for name in ("disc", "square", "triangle")]
     images.append(cv2.resize(images[0], (500, 375), interpolation=cv2.INTER_CUBIC))  # VOC's size
     own = None if labels is None else engine.class_indices(labels)
@@ -123,8 +128,9 @@ def _compare_on_upscaled_demo(demo_data, factor: int, max_pixels: int) -> None:
         assert big.shape[0] * big.shape[1] > max_pixels
         class_id = DEMO_CLASSES.index(name) + 1
         logits = _network_like_logits(mask, class_id)
-        bounded = predict_from_logits(big, logits, None, crf=True, grabcut=True, max_pixels=max_pixels)
-        full = predict_from_logits(big, logits, None, crf=True, grabcut=True, max_pixels=None)
+        full_crf = {"crf_max_pixels": None, "crf_prune_below": None}  # the CRF's own bound is tested below
+        bounded = predict_from_logits(big, logits, None, crf=True, grabcut=True, max_pixels=max_pixels, **full_crf)
+        full = predict_from_logits(big, logits, None, crf=True, grabcut=True, max_pixels=None, **full_crf)
         plain = predict_from_logits(big, logits)
         assert bounded.refined_size == working_size(*big.shape[:2], max_pixels)
         assert bounded.refined_size[0] * bounded.refined_size[1] <= max_pixels
@@ -151,11 +157,59 @@ def test_upscaled_demo_images_refine_as_well_within_the_default_bound(demo_data)
 def test_engine_refines_a_big_image_at_the_working_size(demo_data, semantic_onnx):
     engine = Engine.open(semantic_onnx, device="cpu")
     image = cv2.resize(_demo(demo_data, "disc", 0)[0], (1500, 1000), interpolation=cv2.INTER_CUBIC)  # 1.5 MP
-    crf_only, both, plain = (engine.segment([image], crf=crf, grabcut=grabcut)[0]
-                             for crf, grabcut in ((True, False), (True, True), (False, False)))
+    crf_only, both, grabcut_only, plain = (engine.segment([image], crf=crf, grabcut=grabcut)[0]
+                                           for crf, grabcut in ((True, False), (True, True), (False, True),
+                                                                (False, False)))
     work = working_size(1000, 1500)
     assert work[0] * work[1] <= REFINE_MAX_PIXELS < 1000 * 1500
-    assert crf_only.refined_size == both.refined_size == work and plain.refined_size is None
-    for prediction in (crf_only, both, plain):
+    assert grabcut_only.refined_size == work and plain.refined_size is None
+    assert crf_only.refined_size == both.refined_size == working_size(1000, 1500, CRF_MAX_PIXELS)
+    for prediction in (crf_only, both, grabcut_only, plain):
         assert prediction.label_map.shape == (1000, 1500) and prediction.probs.shape == (4, 1000, 1500)
     assert {"model_s", "crf_s", "grabcut_s"} <= set(both.timings)
+
+
+# ----------------------------------------------------------------------------- the CRF's own bound and pruning
+
+
+def test_crf_runs_at_its_own_bound_with_kernels_scaled_to_it(demo_data, semantic_onnx, monkeypatch):
+    """A VOC-sized photo is CRF-refined at CRF_MAX_PIXELS, the kernel widths scaled by the same factor."""
+    import c2f.refine.crf as crf_module
+
+    seen = []
+    real = crf_module.dense_crf
+
+    def spy(image, probs, **kwargs):
+        seen.append((image.shape[:2], probs.shape, kwargs))
+        return real(image, probs, **kwargs)
+
+    monkeypatch.setattr(crf_module, "dense_crf", spy)
+    engine = Engine.open(semantic_onnx, device="cpu")
+    image = cv2.resize(_demo(demo_data, "disc", 0)[0], (500, 375), interpolation=cv2.INTER_CUBIC)
+    prediction = engine.segment([image], crf=True)[0]
+    work = working_size(375, 500, CRF_MAX_PIXELS)
+    assert prediction.refined_size == work and work[0] * work[1] <= CRF_MAX_PIXELS
+    assert prediction.label_map.shape == (375, 500) and prediction.probs.shape == (4, 375, 500)
+    assert np.allclose(prediction.probs.sum(axis=0), 1, atol=1e-4)
+    (shape, probs_shape, kwargs), = seen
+    scale = (work[0] * work[1] / (375 * 500)) ** 0.5
+    assert shape == work and probs_shape[1:] == work
+    assert kwargs["sxy_bilateral"] == pytest.approx(67 * scale) and kwargs["sxy_gauss"] == pytest.approx(3 * scale)
+
+
+def test_crf_leaves_out_classes_absent_from_the_image():
+    """Classes at or below the pruning threshold everywhere get no probability; the CRF sees the rest."""
+    from c2f.inference import bounded_crf
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    probs = np.full((4, 40, 50), 0.01, np.float32)
+    probs[1, :, :25] = 0.97
+    probs[0] = 1 - probs[1:].sum(axis=0)
+    out = bounded_crf(image, probs, prune_below=0.05)
+    assert np.all(out[2:] == 0) and np.allclose(out.sum(axis=0), 1, atol=1e-4)
+    assert (out.argmax(axis=0)[:, :20] == 1).all() and (out.argmax(axis=0)[:, 30:] == 0).all()
+    kept_all = bounded_crf(image, probs, prune_below=None)
+    assert np.all(kept_all[2:] > 0)
+    only_background = bounded_crf(image, np.stack([np.ones((40, 50), np.float32)] + [np.zeros((40, 50), np.float32)] * 3))
+    assert (only_background[0] == 1).all() and (only_background[1:] == 0).all()

@@ -2,10 +2,14 @@
 
 from .backends import Backend, ModelFileError, ModelInfo, OnnxBackend, TorchBackend, load_backend
 from .engine import (
+    CRF_MAX_PIXELS,
+    CRF_PRUNE_BELOW,
     REFINE_MAX_PIXELS,
     Cancelled,
     Engine,
     Prediction,
+    argmax_resized,
+    bounded_crf,
     class_indices,
     predict_from_logits,
     softmax_resized,
@@ -15,6 +19,8 @@ from .engine import (
 )
 
 __all__ = [
+    "CRF_MAX_PIXELS",
+    "CRF_PRUNE_BELOW",
     "REFINE_MAX_PIXELS",
     "Backend",
     "Cancelled",
@@ -24,6 +30,8 @@ __all__ = [
     "OnnxBackend",
     "Prediction",
     "TorchBackend",
+    "argmax_resized",
+    "bounded_crf",
     "class_indices",
     "load_backend",
     "predict_from_logits",

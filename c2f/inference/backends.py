@@ -117,6 +117,13 @@ class TorchBackend:
             return self.model(x).float().cpu().numpy()
 
 
+# ONNX Runtime's intra-op threads when the caller gives none; None leaves ONNX Runtime's own default
+# (one per physical core). benchmarks/inference_speed.py runs 1 and 2 threads side by side: on 2 busy
+# cores (96 px, --quick) 2 threads were 0.85-1.39x as fast as 1 (batch 2: 1.27-1.30x at 0.70-0.86x the
+# CPU-s per image), no case for pinning one thread, so the per-core default stays.
+DEFAULT_THREADS: int | None = None
+
+
 class OnnxBackend:
     """ONNX Runtime session; CUDA when asked for (or ``auto``) and really available, else CPU."""
 
@@ -134,6 +141,7 @@ class OnnxBackend:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if use_cuda else ["CPUExecutionProvider"]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = DEFAULT_THREADS if threads is None else threads
         if threads:
             options.intra_op_num_threads = threads
         try:

@@ -25,9 +25,9 @@ from __future__ import annotations
 import fnmatch
 import json
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Sequence, TextIO
@@ -277,8 +277,10 @@ def segment_folder(
     they all exist; anything else (new, failed, killed part-way) is segmented again. The output folder
     is left out of the input scan, and temporary files a killed run left in it are removed first.
 
-    Images go to the model ``engine.batch_size`` at a time; ``workers`` threads decode and encode
-    images around it (PIL and OpenCV release the GIL while they do).
+    Images go to the model ``engine.batch_size`` at a time; ``workers`` threads decode the next
+    chunks and encode the previous ones while the model runs (PIL, OpenCV and ONNX Runtime release
+    the GIL), a bounded number of chunks ahead and behind, so memory does not grow with the folder.
+    Results are recorded in input order.
 
     ``labels`` (relative POSIX path -> class names or indices) restricts each image's mask to
     background and its own classes; every label is checked against the model before any image is
@@ -286,12 +288,35 @@ def segment_folder(
     (and retried by the next run, like any failure).
     """
     plan = plan_folder(engine, input_dir, out_dir, formats=formats, include=include, exclude=exclude, labels=labels)
-    report, class_names = plan.report, engine.info.class_names
-    with ResultsSink(plan, total=len(plan.pending), progress=progress) as sink, ThreadPoolExecutor(workers) as pool:
-        for start in range(0, len(plan.pending), engine.batch_size):
-            chunk = plan.pending[start : start + engine.batch_size]
+    class_names = engine.info.class_names
+    pending = plan.pending
+    chunks = iter([pending[start : start + engine.batch_size] for start in range(0, len(pending), engine.batch_size)])
+    # Chunks decoded ahead of the model and chunks whose outputs may still be being written: enough
+    # to keep every worker busy while the model runs, few enough that memory stays flat however
+    # large the folder.
+    ahead = max(2, workers)
+    with ResultsSink(plan, total=len(pending), progress=progress) as sink, ThreadPoolExecutor(workers) as pool:
+        reads: deque[tuple[list[str], list[Future]]] = deque()
+        writes: deque[list[Future]] = deque()
+
+        def read_next() -> None:
+            chunk = next(chunks, None)
+            if chunk is not None:
+                reads.append((chunk, [pool.submit(load_image, plan.input_dir / rel) for rel in chunk]))
+
+        def finish_writes(keep: int) -> None:
+            """Record written images, oldest chunk first, until at most ``keep`` chunks are in flight."""
+            while len(writes) > keep:
+                sink.done(future.result() for future in writes.popleft())
+
+        for _ in range(ahead):
+            read_next()
+        while reads:
+            chunk, futures = reads.popleft()
+            read_next()
             loaded = []
-            for rel, outcome in zip(chunk, pool.map(lambda rel: load_image(plan.input_dir / rel), chunk)):
+            for rel, future in zip(chunk, futures):
+                outcome = future.result()
                 reason = unusable(rel, outcome, plan.own)
                 if reason is not None:
                     sink.fail(rel, reason)
@@ -305,7 +330,10 @@ def segment_folder(
                          timings=prediction.timings, class_names=class_names,
                          labels=chunk_labels[i] if chunk_labels is not None else None)
                     for i, ((rel, image, read_s), prediction) in enumerate(zip(loaded, predictions))]
-            sink.done(pool.map(lambda job: write_outputs(**job), jobs))
+            writes.append([pool.submit(lambda job=job: write_outputs(**job)) for job in jobs])
+            finish_writes(keep=ahead)
+        finish_writes(keep=0)
+    return plan.report
     return report
 
 

@@ -49,7 +49,7 @@ from c2f.data.io import ImageReadError, file_identity, read_image, read_mask, wr
 from c2f.evaluation.metrics import Scorer
 from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
 from c2f.refine.crf import crf_refine_mask
-from c2f.refine.grabcut import grabcut_refine
+from c2f.refine.grabcut import GRABCUT_MAX_SIDE, grabcut_refine
 from c2f.refine.labels import compose_label_map
 
 logger = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ def run_mask_stage(
     ignore_band: int = 0,
     workers: int = 1,
     progress: bool = True,
-    grabcut_max_side: int | None = None,
+    grabcut_max_side: int | None = GRABCUT_MAX_SIDE,
     min_fg: float = 0.01,
     max_fg: float = 0.80,
     shard: tuple[int, int] = (0, 1),
@@ -341,7 +341,8 @@ def run_mask_stage(
     `generator_options`. Images already in the journal with unchanged inputs are skipped.
     `min_fg`/`max_fg` drop images whose refined foreground share is outside that range (masks
     still written, no label map), the same filter as between training rounds.
-    `grabcut_max_side` runs GrabCut on a downscaled copy for speed.
+    `grabcut_max_side` bounds the longest side GrabCut works at (None: full size); larger images
+    are cut on a downscaled copy (:data:`c2f.refine.grabcut.GRABCUT_MAX_SIDE`).
 
     Returns the labelled images, the failures and the summary also written to
     ``out_dir/summary.json``: ``counts`` (total; done = processed now, dropped included;

@@ -1,0 +1,164 @@
+"""`c2f segment` throughput against a bare engine loop, the CRF's cost, and the CRF defaults' mIoU.
+
+Three measurements on real VOC photos with an exported ONNX model (labels only, no --labels-from):
+
+1. ``throughput``: images/s and CPU-seconds per image of the real folder path
+   (:func:`c2f.inference.folder.segment_folder`, what ``c2f segment`` runs) against a bare loop
+   (read, ``Engine.segment``, write the label PNG), with and without ``--crf``; the variants run
+   interleaved (A/B/C/A/B/C...) into fresh output folders and the medians are reported, so a busy
+   machine slows every variant alike. ``--full-crf`` adds the CRF at full resolution, all classes
+   (the behaviour before :data:`c2f.inference.CRF_MAX_PIXELS`).
+2. ``crf_quality``: on the validation photos, mIoU without CRF, with the default CRF and with the
+   full-resolution CRF over all classes, from the same logits; the CRF's CPU-seconds per image of
+   both, interleaved per image.
+
+    python benchmarks/segment_speed.py --model voc-full.onnx --data ../shared/data/voc10-coseg --out seg.json
+    python benchmarks/segment_speed.py --model voc-full.onnx --data DATA --images 40 --repeats 1 --val 30  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from c2f.data.datasets import ground_truth, split
+from c2f.data.io import read_image, write_label_png
+from c2f.data.layouts import load_dataset
+from c2f.inference import Engine, predict_from_logits
+from c2f.inference.folder import find_files, segment_folder
+from c2f.evaluation.metrics import Scorer
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its threads (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def link_photos(data: Path, count: int, folder: Path) -> int:
+    """Symlink ``count`` photos (spread over the class folders of ``data/images``) under ``folder``."""
+    root = data / "images" if (data / "images").is_dir() else data
+    photos = [p for p in find_files(root) if p.suffix.lower() in (".jpg", ".jpeg")]
+    chosen = photos[:: max(1, len(photos) // count)][:count]
+    for path in chosen:
+        target = folder / path.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(path.resolve())
+    return len(chosen)
+
+
+def bare_loop(engine: Engine, folder: Path, out: Path, crf: bool) -> None:
+    """The least a folder run must do: read each image, segment it, write its label PNG."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        prediction = engine.segment([read_image(path)], crf=crf)[0]
+        target = out / path.relative_to(folder).with_suffix(".png")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_label_png(target, prediction.label_map)
+
+
+def throughput(engine: Engine, folder: Path, images: int, repeats: int, full_crf: Engine | None, workers: int) -> dict:
+    variants: dict[str, Callable[[Path], object]] = {
+        "bare_loop": lambda out: bare_loop(engine, folder, out, crf=False),
+        "segment": lambda out: segment_folder(engine, folder, out, ("label",), progress=False, workers=workers),
+        "segment_crf": lambda out: segment_folder(engine, folder, out, ("label",), crf=True, progress=False,
+                                                  workers=workers),
+    }
+    if full_crf is not None:
+        variants["segment_crf_full_resolution"] = lambda out: segment_folder(
+            full_crf, folder, out, ("label",), crf=True, progress=False, workers=workers)
+    wall: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    with tempfile.TemporaryDirectory() as tmp:
+        bare_loop(engine, folder, Path(tmp) / "warmup", crf=False)  # file cache, ORT arenas, lazy imports
+        for repeat in range(repeats):
+            order = list(variants) if repeat % 2 == 0 else list(variants)[::-1]
+            for name in order:
+                out = Path(tmp) / f"{name}-{repeat}"
+                print(f"repeat {repeat + 1}/{repeats}: {name}", file=sys.stderr)
+                began_cpu, began = cpu_seconds(), time.perf_counter()
+                variants[name](out)
+                wall[name].append(time.perf_counter() - began)
+                cpu[name].append(cpu_seconds() - began_cpu)
+    rows = {name: {"images_per_s": round(images / float(np.median(wall[name])), 3),
+                   "wall_s_per_image": round(float(np.median(wall[name])) / images, 4),
+                   "cpu_s_per_image": round(float(np.median(cpu[name])) / images, 4),
+                   "wall_s_runs": [round(w, 2) for w in wall[name]]} for name in variants}
+    ratios = {"segment_vs_bare_loop": rows["segment"]["images_per_s"] / rows["bare_loop"]["images_per_s"],
+              "segment_crf_vs_segment": rows["segment_crf"]["images_per_s"] / rows["segment"]["images_per_s"]}
+    if full_crf is not None:
+        ratios["segment_crf_full_resolution_vs_segment"] = (
+            rows["segment_crf_full_resolution"]["images_per_s"] / rows["segment"]["images_per_s"])
+    return {"images": images, "repeats": repeats, "workers": workers, "variants": rows,
+            "ratios": {k: round(v, 3) for k, v in ratios.items()}}
+
+
+def crf_quality(engine: Engine, data: Path, count: int | None) -> dict:
+    """mIoU without CRF, with the default CRF and with the full-size all-class CRF, on the val photos."""
+    dataset = load_dataset(data)
+    _, val = split(dataset, 0.25, seed=0)
+    samples = val.samples[:count] if count else val.samples
+    names = dataset.class_names
+    variants = {"no_crf": {"crf": False}, "crf_default": {"crf": True},
+                "crf_full_resolution": {"crf": True, "crf_max_pixels": None, "crf_prune_below": None}}
+    scorers = {name: Scorer(len(names)) for name in variants}
+    crf_cpu: dict[str, list[float]] = {name: [] for name in variants if name != "no_crf"}
+    for index, sample in enumerate(samples):
+        image, truth = read_image(sample.image), ground_truth(sample, dataset)
+        (logits, _), = list(engine.logits([image]))
+        order = list(variants) if index % 2 == 0 else list(variants)[::-1]
+        for name in order:
+            began = time.process_time()
+            prediction = predict_from_logits(image, logits, None, max_pixels=engine.refine_max_pixels, **variants[name])
+            if name in crf_cpu:
+                crf_cpu[name].append(time.process_time() - began)
+            scorers[name].update(truth, prediction.label_map)
+    miou = {name: round(scorer.summary(names)["miou"] * 100, 2) for name, scorer in scorers.items()}
+    return {"images": len(samples), "miou": miou,
+            "crf_default_minus_full_resolution": round(miou["crf_default"] - miou["crf_full_resolution"], 2),
+            "crf_cpu_s_per_image_median": {k: round(float(np.median(v)), 4) for k, v in crf_cpu.items()},
+            "crf_cpu_s_per_image_mean": {k: round(float(np.mean(v)), 4) for k, v in crf_cpu.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, required=True, help="ONNX export (c2f export)")
+    parser.add_argument("--data", type=Path, required=True, help="VOC co-segmentation folder (class folders)")
+    parser.add_argument("--images", type=int, default=200, help="photos in the throughput folder")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each variant")
+    parser.add_argument("--val", type=int, default=0, help="val photos for crf_quality (0: all); -1 skips it")
+    parser.add_argument("--threads", type=int, default=None, help="model threads (default: the engine's)")
+    parser.add_argument("--workers", type=int, default=2, help="segment's --workers (its CLI default)")
+    parser.add_argument("--full-crf", action="store_true", help="also time the full-resolution CRF")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    engine = Engine.open(args.model, device="cpu", threads=args.threads, batch_size=1)
+    report: dict = {"benchmark": "segment_speed", "model": args.model.name, "cpus": os.cpu_count(),
+                    "load_average": os.getloadavg()}
+    if not args.skip_throughput:
+        full = (Engine.open(args.model, device="cpu", threads=args.threads, batch_size=1, crf_max_pixels=None,
+                            crf_prune_below=None) if args.full_crf else None)
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "photos"
+            count = link_photos(args.data, args.images, folder)
+            report["throughput"] = throughput(engine, folder, count, args.repeats, full, args.workers)
+    if args.val >= 0:
+        print("crf quality...", file=sys.stderr)
+        report["crf_quality"] = crf_quality(engine, args.data, args.val or None)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
