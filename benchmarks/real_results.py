@@ -11,7 +11,7 @@ Steps (each cached under --out, so a killed run continues where it stopped):
 1. Split each set by :func:`c2f.data.datasets.split` (stratified, seed 0, 25% val).
 2. Table I analogue: every coarse-mask source on the VOC training images, before and after
    GrabCut (and with a dense CRF after GrabCut for the source the models train on).
-3. Recursive DeepLab training from the dataset's saliency maps + GrabCut, with and without GrabCut
+3. Recursive DeepLab training from c2f's saliency masks + GrabCut, with and without GrabCut
    between rounds; val mIoU per round, with and without CRF at inference.
 4. The same recipe trained on the ground-truth masks of the same training images (one round):
    the fully supervised reference, and the weak/full ratio.
@@ -211,20 +211,21 @@ class Experiment:
             ("CAM (EfficientNet-Lite0 features)", "cam", learned["cam"]),
             ("centred box (80%)", "box", {"fraction": 0.8}),
         ]
-        masks = self.timed("voc_mask_sources", self.mask_sources, train, "voc", sources, crf_source="folder")
+        masks = self.timed("voc_mask_sources", self.mask_sources, train, "voc", sources, crf_source="saliency")
         self.results["voc_table1"] = masks["table"]
-        self.results["voc_val_masks"] = self.timed("voc_val_masks", self.val_masks, val, "voc", "folder",
-                                                   {"threshold": "otsu"})
-        weak = self.config("cpu", self.preset.voc, generator="folder", generator_options={"threshold": "otsu"})
+        # The weak runs start from c2f's own saliency masks (the default generator): what a user's
+        # photos get, which come without saliency maps.
+        self.results["voc_val_masks"] = self.timed("voc_val_masks", self.val_masks, val, "voc", "saliency", {})
+        weak = self.config("cpu", self.preset.voc, generator="saliency")
         self.results["voc_weak"] = self.timed("voc_weak", self.train, "voc-weak", weak, train, val,
-                                              masks["folders"]["folder"], crf_rounds=True)
+                                              masks["folders"]["saliency"], crf_rounds=True)
         self.results["voc_weak_label_aware"] = self.timed("voc_label_aware", self.label_aware,
                                                           self.results["voc_weak"], val)
         # Round 1 is the weak run's own (same labels, same settings); round 2 shows the difference.
         no_gc = weak.updated(round_grabcut=False, write_masks=False, rounds=min(weak.rounds, 2))
         self.results["voc_weak_no_grabcut"] = self.timed(
             "voc_weak_no_grabcut", self.train, "voc-weak-no-grabcut", no_gc, train, val,
-            masks["folders"]["folder"], crf_rounds=False, round1_of="voc-weak")
+            masks["folders"]["saliency"], crf_rounds=False, round1_of="voc-weak")
         full = self.supervised(weak, train)
         self.results["voc_full"] = self.timed("voc_full", self.train, "voc-full", full, train, val, None,
                                               crf_rounds=True)

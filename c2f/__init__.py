@@ -9,7 +9,8 @@ torch, OpenCV nor ONNX Runtime::
     mask = c2f.segment("cat.jpg", model="photos.onnx").label_map
 
 The paper's pipeline, step by step: ``TrainConfig``, ``load_dataset``, ``split``, ``make_masks``
-(the mask stage), ``train`` (mask stage + recursive rounds), ``evaluate``, ``export_onnx``.
+(the mask stage), ``train`` (mask stage + recursive rounds), ``relabel`` (a model's cleaned
+relabelling of a data set), ``evaluate``, ``export_onnx``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "TrainConfig": ("c2f.training.config", "TrainConfig"),
     "train": ("c2f.training.recursive", "train_recursive"),
     "make_masks": ("c2f.masks.stage", "run_mask_stage"),
+    "relabel": ("c2f.training.relabel", "relabel"),
     "evaluate": ("c2f.evaluation.scoring", "evaluate_engine"),
     "export_onnx": ("c2f.export.onnx_export", "export_onnx"),
     "load_dataset": ("c2f.data.layouts", "load_dataset"),
@@ -46,6 +48,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from c2f.training.config import TrainConfig
     from c2f.evaluation.scoring import evaluate_engine as evaluate
     from c2f.training.recursive import train_recursive as train
+    from c2f.training.relabel import relabel
 
 
 def __getattr__(name: str) -> Any:

@@ -7,3 +7,8 @@ edges, pixels a label deliberately abstains on).
 
 BACKGROUND = 0
 IGNORE = 255
+
+# The paper's foreground-share band for training label maps: below MIN_FG a map teaches "all
+# background", above MAX_FG "all object"; the mask stage and the relabelling drop such images.
+MIN_FG = 0.01
+MAX_FG = 0.80

@@ -98,16 +98,16 @@ def test_resume_after_kill_matches_unbroken_run(tmp_path, demo_data, unbroken_ru
 _STOP_IN_RELABEL = """
 import sys, time
 from pathlib import Path
-import c2f.training.recursive as recursive
+import c2f.training.relabel as relabel
 from c2f.cli.main import cli
 
-marker, write = Path(sys.argv.pop(1)), recursive.write_label_png
+marker, write = Path(sys.argv.pop(1)), relabel.write_label_png
 def write_then_block(path, label_map):
     write(path, label_map)
     if len(list(Path(path).parent.glob("*.png"))) >= 3:
         marker.touch()
         time.sleep(3600)
-recursive.write_label_png = write_then_block
+relabel.write_label_png = write_then_block
 cli(sys.argv[1:], prog_name="c2f")
 """
 

@@ -25,7 +25,7 @@ from .options import (generator_name_option, generator_option, layout_option, pr
 @click.option("--generator-root", type=click.Path(exists=True, file_okay=False), default=None, help="Mask folder for the folder generator.")
 @generator_option
 @click.option("--grabcut/--no-grabcut", default=True, show_default=True)
-@click.option("--grabcut-iterations", type=int, default=5, show_default=True)
+@click.option("--grabcut-iterations", type=int, default=None, help="GrabCut iterations [default: c2f's, 5]")
 @click.option("--crf/--no-crf", default=False, show_default=True)
 @click.option("--ignore-band", type=int, default=0, show_default=True, help="Pixels of 255 (ignore) on each side of mask edges.")
 @click.option("--workers", type=workers_type, default=1, show_default=True, help="Processes.")
@@ -33,7 +33,7 @@ from .options import (generator_name_option, generator_option, layout_option, pr
 @ray_option
 def command(
     data: Path, layout: str, out: Path, generator: str, generator_root: str | None,
-    generator_options: dict[str, Any] | None, grabcut: bool, grabcut_iterations: int, crf: bool, ignore_band: int,
+    generator_options: dict[str, Any] | None, grabcut: bool, grabcut_iterations: int | None, crf: bool, ignore_band: int,
     workers: int, progress: bool, ray_address: str | None,
 ) -> None:
     """Make training label maps from image-level labels; rerun to resume after a kill.
@@ -66,8 +66,9 @@ def command(
 
             options["runner"] = ray_runner(stack.enter_context(connected(ray_address, progress=progress)))
         result = run_mask_stage(
-            dataset, out, generator=generator, grabcut=grabcut, grabcut_iterations=grabcut_iterations, crf=crf,
-            ignore_band=ignore_band, workers=workers, progress=progress, **options,
+            dataset, out, generator=generator, grabcut=grabcut, crf=crf, ignore_band=ignore_band, workers=workers,
+            progress=progress, **({} if grabcut_iterations is None else {"grabcut_iterations": grabcut_iterations}),
+            **options,
         )
     report: dict[str, Any] = {"summary": result.summary}
     if dataset.has_ground_truth:

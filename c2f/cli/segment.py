@@ -86,8 +86,8 @@ def command(
         report = segment_folder_on_ray(engine, plan, address=ray_address, model=model, crf=crf, grabcut=grabcut,
                                        progress=progress, device=device, threads=threads)
     else:
-        report = segment_folder(engine, input_dir, out_dir, formats, include, exclude, crf, grabcut, progress,
-                                workers, labels=labels)
+        report = segment_folder(engine, input_dir, out_dir, formats, include=include, exclude=exclude, crf=crf,
+                                grabcut=grabcut, progress=progress, workers=workers, labels=labels)
     click.echo(json.dumps(report.to_dict() | {"failed": len(report.failed)}))
     if report.removed_temporaries:
         click.echo(f"removed {len(report.removed_temporaries)} temporary files left by an interrupted run", err=True)

@@ -262,13 +262,13 @@ def segment_folder(
     input_dir: str | Path,
     out_dir: str | Path,
     formats: Sequence[str] = ("label",),
+    *,
     include: Sequence[str] = ("*",),
     exclude: Sequence[str] = (),
     crf: bool = False,
     grabcut: bool = False,
     progress: bool = True,
     workers: int = 1,
-    *,
     labels: Mapping[str, Sequence[Label]] | None = None,
 ) -> FolderReport:
     """Segment every image under ``input_dir``; images already done are skipped (resume).
@@ -334,7 +334,6 @@ def segment_folder(
             finish_writes(keep=ahead)
         finish_writes(keep=0)
     return plan.report
-    return report
 
 
 class ResultsSink:

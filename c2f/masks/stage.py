@@ -49,7 +49,8 @@ from c2f.data.io import ImageReadError, file_identity, read_image, read_mask, wr
 from c2f.evaluation.metrics import Scorer
 from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
 from c2f.refine.crf import crf_refine_mask
-from c2f.refine.grabcut import GRABCUT_MAX_SIDE, grabcut_refine
+from c2f.refine.grabcut import GRABCUT_ITERATIONS, GRABCUT_MAX_SIDE, grabcut_refine
+from c2f.labelmap import MAX_FG, MIN_FG
 from c2f.refine.labels import compose_label_map
 
 logger = logging.getLogger(__name__)
@@ -321,15 +322,16 @@ def run_mask_stage(
     dataset: LabelledDataset,
     out_dir: str | Path,
     generator: CoarseGenerator | str = "saliency",
+    *,
     grabcut: bool = True,
-    grabcut_iterations: int = 5,
+    grabcut_iterations: int = GRABCUT_ITERATIONS,
     crf: bool = False,
     ignore_band: int = 0,
     workers: int = 1,
     progress: bool = True,
     grabcut_max_side: int | None = GRABCUT_MAX_SIDE,
-    min_fg: float = 0.01,
-    max_fg: float = 0.80,
+    min_fg: float = MIN_FG,
+    max_fg: float = MAX_FG,
     shard: tuple[int, int] = (0, 1),
     barrier: Callable[[], None] | None = None,
     runner: Runner | None = None,

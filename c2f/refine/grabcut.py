@@ -25,12 +25,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["GRABCUT_MAX_SIDE", "GrabCutResult", "grabcut_refine"]
+__all__ = ["GRABCUT_ITERATIONS", "GRABCUT_MAX_SIDE", "GrabCutResult", "grabcut_refine"]
 
 # Longest side GrabCut works at by default (larger images are cut on a downscaled copy; GrabCut's time
 # is about linear in pixels). On VOC training photos (500x375) from their coarse masks, one worker
 # (benchmarks/README.md, "Speed defaults"): 320 cuts the mask stage's CPU-s per image 1.4x for a
 # Table I label mIoU 0.3-0.9 lower; 256 cuts it 2.3x for 1.0 lower, so 320 is the default.
+GRABCUT_ITERATIONS = 5  # OpenCV's usual count; the mask stage, relabelling and inference all use it
 GRABCUT_MAX_SIDE = 320
 
 
@@ -77,7 +78,7 @@ def _trimap(coarse: np.ndarray, border: float, core_erosion: float) -> np.ndarra
 def grabcut_refine(
     image_rgb: np.ndarray,
     coarse: np.ndarray,
-    iterations: int = 5,
+    iterations: int = GRABCUT_ITERATIONS,
     border: float = 0.05,
     core_erosion: float = 0.3,
     max_side: int | None = GRABCUT_MAX_SIDE,

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from c2f.labelmap import BACKGROUND, IGNORE
-from c2f.refine.grabcut import grabcut_refine
+from c2f.labelmap import BACKGROUND, IGNORE, MAX_FG, MIN_FG
+from c2f.refine.grabcut import GRABCUT_ITERATIONS, grabcut_refine
 
 __all__ = [
+    "MAX_FG",
+    "MIN_FG",
     "RoundLabel",
     "compose_label_map",
     "foreground_fraction",
@@ -117,9 +119,9 @@ def postprocess_prediction(
     labels: tuple[int, ...],
     *,
     grabcut: bool = True,
-    grabcut_iterations: int = 5,
-    min_fg: float = 0.01,
-    max_fg: float = 0.80,
+    grabcut_iterations: int = GRABCUT_ITERATIONS,
+    min_fg: float = MIN_FG,
+    max_fg: float = MAX_FG,
     ignore_band: int = 0,
     seed: int = 0,
     objectness_below: float | None = None,

@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 
 from c2f.models import TASK_DEFAULTS
+from c2f.refine.grabcut import GRABCUT_ITERATIONS
+from c2f.labelmap import MAX_FG, MIN_FG
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"  # bundled recipes, e.g. cpu.yaml
 
@@ -59,7 +61,7 @@ class TrainConfig:
     generator: str = "saliency"
     generator_options: dict[str, Any] = field(default_factory=dict)
     mask_grabcut: bool = True  # False trains on the coarse masks as they are (or on ground truth via "folder")
-    grabcut_iterations: int = 5
+    grabcut_iterations: int = GRABCUT_ITERATIONS
     mask_crf: bool = False
     ignore_band: int = 0
     mask_workers: int = 1  # processes for the mask stage, threads for GrabCut when relabelling
@@ -67,8 +69,8 @@ class TrainConfig:
     round_grabcut: bool = True
     # After the last round, relabel every training image with the last model into OUT/masks/.
     write_masks: bool = True
-    min_fg: float = 0.01
-    max_fg: float = 0.80
+    min_fg: float = MIN_FG
+    max_fg: float = MAX_FG
 
     def __post_init__(self) -> None:
         if self.task not in TASK_DEFAULTS:

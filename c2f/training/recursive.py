@@ -19,28 +19,21 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm import tqdm
-
 from c2f.checkpoint import load_checkpoint, save_checkpoint
 from c2f.data.datasets import LabelledDataset, check_images
-from c2f.data.io import read_image, read_mask, write_label_png, write_mask_png
 from c2f.evaluation import (
     evaluate_engine, format_table, label_statistics, plot_rounds, score_label_maps, write_overlays,
 )
 from c2f.inference import Engine, ModelInfo, TorchBackend
-from c2f.labelmap import BACKGROUND, IGNORE
-from c2f.masks.stage import key_seed, mask_quality, run_mask_stage
-from c2f.refine.labels import RoundLabel, postprocess_prediction
+from c2f.masks.stage import mask_quality, run_mask_stage
 
 from .config import TrainConfig
 from .distributed import DistInfo, barrier, init_distributed, resolve_device
 from .samples import LabelMapDataset, Pair
+from .relabel import RelabelResult, relabel, relabel_fold
 from .trainer import train_round
 
 log = logging.getLogger(__name__)
@@ -118,8 +111,9 @@ def train_recursive(
             if cfg.relabel_folds > 1:
                 engines, metrics["relabel_fold_steps"] = _fold_engines(run, labels, round_index)
             if engine is not None:
-                relabelled, rescued = _relabel(run, engines, next_dir)
-                metrics["next_labels"] = label_statistics(train_set, relabelled) | {"objectness_fallback": rescued}
+                relabelled = _relabel(run, engines, next_dir.parent)
+                metrics["next_labels"] = (label_statistics(train_set, relabelled.labels)
+                                          | {"objectness_fallback": len(relabelled.objectness_fallback)})
             barrier(dist_info)
             relabelled = _existing_labels(train_set, next_dir)
             if relabelled:
@@ -240,11 +234,6 @@ def _pairs(train_set: LabelledDataset, labels: dict[str, Path], skip_fold: int |
             if s.key in labels and (skip_fold is None or relabel_fold(s.key, folds) != skip_fold)]
 
 
-def relabel_fold(key: str, folds: int) -> int:
-    """The cross-fitting fold of an image: fixed by its key, so it is the same in every round."""
-    return key_seed(f"relabel-fold:{key}") % folds
-
-
 def _fold_engines(run: _Run, labels: dict[str, Path], round_index: int) -> tuple[list[Engine | None], list[int]]:
     """Cross-fitted relabelling models: model F is trained without fold F's images, then labels them.
 
@@ -267,54 +256,12 @@ def _fold_engines(run: _Run, labels: dict[str, Path], round_index: int) -> tuple
     return engines, steps
 
 
-def _relabel(run: _Run, engines: list[Engine], labels_dir: Path) -> tuple[dict[str, Path], int]:
-    """Predict every training image with this round's model and clean it into next round's labels.
-
-    With several ``engines`` (cross-fitted folds) each image is predicted by its fold's engine.
-
-    The model runs in this thread; the post-processing (GrabCut dominates it) runs on
-    ``cfg.mask_workers`` threads, which OpenCV lets run in parallel. GrabCut is seeded per key,
-    so the labels do not depend on the number of threads.
-    """
-    # Start clean: a killed earlier attempt may have left labels of images dropped this time.
-    shutil.rmtree(labels_dir, ignore_errors=True)
-    cfg, train_set = run.cfg, run.train_set
-
-    def clean(sample, image, probs) -> tuple[str, RoundLabel]:
-        return sample.key, postprocess_prediction(
-            image,
-            probs,
-            sample.labels,
-            grabcut=cfg.round_grabcut,
-            grabcut_iterations=cfg.grabcut_iterations,
-            min_fg=cfg.min_fg,
-            max_fg=cfg.max_fg,
-            ignore_band=cfg.ignore_band,
-            seed=key_seed(sample.key),
-        )
-
-    drops: dict[str, str] = {}
-    new_labels: dict[str, Path] = {}
-    rescued: list[str] = []  # kept through the objectness fallback of postprocess_prediction
-    workers = max(cfg.mask_workers, 1)
-    with ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=len(train_set.samples), desc="relabel", disable=not run.progress, leave=False) as bar:
-        pending: deque[Future] = deque()
-        for sample in train_set.samples:
-            image = read_image(sample.image)
-            engine = engines[relabel_fold(sample.key, len(engines))]
-            probs, _ = next(iter(engine.probabilities([image])))
-            pending.append(pool.submit(clean, sample, image, probs))
-            while pending and (pending[0].done() or len(pending) > 2 * workers):
-                _store(*pending.popleft().result(), labels_dir, new_labels, drops, rescued)
-                bar.update()
-        while pending:
-            _store(*pending.popleft().result(), labels_dir, new_labels, drops, rescued)
-            bar.update()
-    labels_dir.parent.mkdir(parents=True, exist_ok=True)
-    (labels_dir.parent / "dropped.json").write_text(json.dumps(drops, indent=2))
-    (labels_dir.parent / "objectness_fallback.json").write_text(json.dumps(sorted(rescued), indent=2))
-    return new_labels, len(rescued)
+def _relabel(run: _Run, engines: list[Engine], folder: Path, *, write_masks: bool = False) -> RelabelResult:
+    """:func:`~c2f.training.relabel.relabel` with this run's settings, into ``folder`` (labels/ ...)."""
+    cfg = run.cfg
+    return relabel(engines, run.train_set, folder, grabcut=cfg.round_grabcut, grabcut_iterations=cfg.grabcut_iterations,
+                   min_fg=cfg.min_fg, max_fg=cfg.max_fg, ignore_band=cfg.ignore_band, workers=cfg.mask_workers,
+                   write_masks=write_masks, progress=run.progress)
 
 
 def write_final_masks(run: _Run, checkpoint: Path) -> dict:
@@ -331,11 +278,8 @@ def write_final_masks(run: _Run, checkpoint: Path) -> dict:
     if summary_path.exists():
         return json.loads(summary_path.read_text())
     engine = Engine.open(checkpoint, run.device, batch_size=max(run.cfg.batch_size, 1))
-    labels, rescued = _relabel(run, [engine], folder / "labels")
-    shutil.rmtree(folder / "masks", ignore_errors=True)
-    for key, path in labels.items():
-        label_map = read_mask(path)
-        write_mask_png(folder / "masks" / f"{key}.png", (label_map != BACKGROUND) & (label_map != IGNORE))
+    relabelled = _relabel(run, [engine], folder, write_masks=True)
+    labels, rescued = relabelled.labels, len(relabelled.objectness_fallback)
     summary: dict = {"checkpoint": checkpoint.relative_to(run.out).as_posix(), "images": len(run.train_set.samples),
                      "masks": len(labels), "dropped": len(run.train_set.samples) - len(labels),
                      "objectness_fallback": rescued}
@@ -346,18 +290,6 @@ def write_final_masks(run: _Run, checkpoint: Path) -> dict:
         summary["quality"] = {"miou": quality["miou"], "fg_jaccard": quality["fg_jaccard"]}
     summary_path.write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def _store(key: str, cleaned: RoundLabel, labels_dir: Path, new_labels: dict[str, Path],
-           drops: dict[str, str], rescued: list[str]) -> None:
-    if cleaned.label_map is None:
-        drops[key] = cleaned.dropped or "dropped"
-        return
-    path = labels_dir / f"{key}.png"
-    write_label_png(path, cleaned.label_map)
-    new_labels[key] = path
-    if cleaned.objectness_fallback:
-        rescued.append(key)
 
 
 def _existing_labels(dataset: LabelledDataset, folder: Path) -> dict[str, Path]:
