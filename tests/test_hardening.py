@@ -108,6 +108,7 @@ def _mask_stage_images(run: Path) -> int:
     return json.loads((run / "mask_stage" / "summary.json").read_text())["counts"]["total"]
 
 
+@pytest.mark.slow  # trains a run and resumes it
 def test_resume_without_the_split_options_keeps_the_stored_split(tmp_path, demo_data, split_run) -> None:
     run = shutil.copytree(split_run, tmp_path / "run")
     trained_on = _mask_stage_images(run)

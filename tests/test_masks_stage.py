@@ -117,6 +117,7 @@ def test_resume_after_a_partial_run_is_byte_identical(reference, dataset, tmp_pa
     assert _outputs(tmp_path) == _outputs(reference.out_dir)
 
 
+@pytest.mark.slow  # kills a subprocess mid-stage
 def test_killed_run_resumes_byte_identical(reference, dataset, tmp_path):
     """SIGKILL a real run mid-way (plus a torn journal line), then resume it."""
     pickled = tmp_path / "dataset.pkl"

@@ -20,6 +20,8 @@ from c2f.data.synthetic import DEMO_CLASSES, generate_demo_dataset
 
 from conftest import SHARED_DATA
 
+pytestmark = pytest.mark.slow  # the quick real-results run trains several models
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

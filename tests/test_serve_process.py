@@ -30,6 +30,8 @@ from PIL import Image  # noqa: E402
 
 from servers import free_port  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real servers stopped by signals
+
 STARTUP_S = 180
 STOP_S = 10
 

@@ -33,6 +33,8 @@ from c2f.serving.options import RequestError, decode_upload, parse_bool, parse_c
 from c2f.serving.settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, Settings  # noqa: E402
 from servers import LocalServer  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real bentoml servers over HTTP, and bentoml build
+
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["background", "disc", "square"]
 INPUT_SIZE = 160

@@ -27,6 +27,8 @@ pytest.importorskip("bentoml")
 
 from PIL import Image  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real bentoml servers over HTTP
+
 WAIT_S = 120  # an upper bound for waiting on the server, never a performance threshold
 
 

@@ -75,6 +75,7 @@ def _assert_same_final_weights(run: Path, reference_run: Path) -> None:
         assert torch.allclose(resumed[name].float(), tensor.float(), atol=1e-5), name
 
 
+@pytest.mark.slow  # trains in a subprocess, kills and resumes it
 def test_resume_after_kill_matches_unbroken_run(tmp_path, demo_data, unbroken_run) -> None:
     out = tmp_path / "killed"
     proc = _train(demo_data, out, "--val-fraction", "0.25")
@@ -123,6 +124,7 @@ def _flat(metrics, prefix: str = "") -> dict:
     return {key: value for k, v in items for key, value in _flat(v, f"{prefix}/{k}").items()}
 
 
+@pytest.mark.slow  # trains in a subprocess, kills and resumes it
 def test_resume_after_kill_during_relabelling_matches_unbroken_run(tmp_path, demo_data, unbroken_run) -> None:
     out, marker = tmp_path / "killed", tmp_path / "relabelling"
     proc = _train(demo_data, out, "--val-fraction", "0.25",
@@ -157,6 +159,7 @@ def test_existing_run_is_not_overwritten(demo_data, unbroken_run) -> None:
     assert proc.returncode != 0 and "--resume" in output
 
 
+@pytest.mark.slow  # torchrun with two processes
 def test_distributed_two_processes_take_the_same_steps(tmp_path, demo_data, unbroken_run) -> None:
     out = tmp_path / "ddp"
     with socket.socket() as probe:  # torchrun's --master-port 0 does not pick a port: it hangs
@@ -281,6 +284,7 @@ def test_cross_fitted_relabelling_trains_a_model_per_fold_without_its_images(tmp
     assert (out / "round_3" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow  # trains in a subprocess, kills and resumes it
 def test_resume_after_a_kill_while_training_a_fold_matches_unbroken_run(tmp_path, demo_data, monkeypatch) -> None:
     import c2f.training.recursive as recursive
 
@@ -384,6 +388,7 @@ def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> Non
     assert not torch.equal(fresh["head.classifier.weight"], reference["head.classifier.weight"])
 
 
+@pytest.mark.slow  # trains in a subprocess, kills and resumes it
 def test_weight_average_follows_the_trained_weights_and_resumes_exactly(tmp_path, demo_data) -> None:
     """With one step per epoch the EMA can be recomputed from the per-epoch SGD weights.
 
