@@ -51,4 +51,4 @@ def test_readme_pipeline_example_runs(demo_data, tmp_path, monkeypatch):
     exec(compile(code, str(README), "exec"), scope)
     assert (tmp_path / "photos.onnx").is_file()
     assert (tmp_path / "runs" / "photos" / "masks" / "summary.json").is_file()
-    assert scope["run"].final_checkpoint == tmp_path / "runs" / "photos" / "round_2" / "checkpoint.pt"
+    assert scope["run"].final_checkpoint.resolve() == tmp_path / "runs" / "photos" / "round_2" / "checkpoint.pt"
