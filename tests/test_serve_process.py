@@ -176,7 +176,7 @@ def test_busy_server_stops_completely_on_sigterm(serve):
     """A request in flight (CRF and GrabCut on a large image) does not keep anything running."""
     # At full size (no working-resolution bound) CRF and GrabCut on 12 MP take minutes: the request
     # is surely still in flight when the signal comes, and long after c2f serve's 5 s of grace.
-    server = serve(C2F_REFINE_MAX_PIXELS="0")
+    server = serve(C2F_REFINE_MAX_PIXELS="0", C2F_CRF_MAX_PIXELS="0")
     data = _png(3000, 4000)
     outcome: dict[str, object] = {}
 

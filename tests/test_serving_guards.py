@@ -323,3 +323,15 @@ def test_refine_bound_setting(client):
     with pytest.raises(ValueError, match="C2F_REFINE_MAX_PIXELS"):
         Settings.from_env({"C2F_REFINE_MAX_PIXELS": "-1"})
     assert client.get("/metadata").json()["refine_max_pixels"] == REFINE_MAX_PIXELS
+
+
+def test_crf_bound_setting(client):
+    from c2f.inference import CRF_MAX_PIXELS
+    from c2f.serving.settings import Settings
+
+    assert Settings.from_env({}).crf_max_pixels == CRF_MAX_PIXELS
+    assert Settings.from_env({"C2F_CRF_MAX_PIXELS": "90000"}).crf_max_pixels == 90_000
+    assert Settings.from_env({"C2F_CRF_MAX_PIXELS": "0"}).crf_max_pixels is None  # the refinement bound only
+    with pytest.raises(ValueError, match="C2F_CRF_MAX_PIXELS"):
+        Settings.from_env({"C2F_CRF_MAX_PIXELS": "-1"})
+    assert client.get("/metadata").json()["crf_max_pixels"] == CRF_MAX_PIXELS

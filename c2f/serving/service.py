@@ -221,13 +221,14 @@ class Segmenter:
         self.settings = settings
         self.model_name = path.name
         self.engine = Engine.open(path, device=settings.device, threads=settings.threads, batch_size=settings.batch_size,
-                                  refine_max_pixels=settings.refine_max_pixels)
+                                  refine_max_pixels=settings.refine_max_pixels, crf_max_pixels=settings.crf_max_pixels)
         self._model_lock = threading.Lock()
         self._post_slots = _PostSlots(os.cpu_count() or 1)
         self._direct = Engine(_LockedBackend(self.engine.backend, self._model_lock, self._post_slots), batch_size=1,
-                              keep_aspect=settings.keep_aspect, refine_max_pixels=settings.refine_max_pixels)
+                              keep_aspect=settings.keep_aspect, refine_max_pixels=settings.refine_max_pixels,
+                              crf_max_pixels=settings.crf_max_pixels)
         self._batched = Engine(_BatchedBackend(self, self._post_slots), batch_size=1, keep_aspect=settings.keep_aspect,
-                               refine_max_pixels=settings.refine_max_pixels)
+                               refine_max_pixels=settings.refine_max_pixels, crf_max_pixels=settings.crf_max_pixels)
         self._pending: dict[str, np.ndarray] = {}
         self._results: dict[str, np.ndarray] = {}
         self._request_limiter: anyio.CapacityLimiter | None = None
@@ -429,6 +430,7 @@ class Segmenter:
             "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels},
             "keep_aspect": settings.keep_aspect,
             "refine_max_pixels": settings.refine_max_pixels,
+            "crf_max_pixels": settings.crf_max_pixels,
             "formats": {"segment": list(SEGMENT_FORMATS), "foreground": list(FOREGROUND_FORMATS)},
             "selectable_classes": selectable_classes(info),
         }

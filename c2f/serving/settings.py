@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from c2f.inference.engine import REFINE_MAX_PIXELS
+from c2f.inference.engine import CRF_MAX_PIXELS, REFINE_MAX_PIXELS
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # 20 MiB per uploaded file
 DEFAULT_MAX_PIXELS = 25_000_000  # 25 megapixels per decoded image
@@ -70,6 +70,7 @@ class Settings:
     timeout_s: int = DEFAULT_TIMEOUT_S
     keep_aspect: bool = False  # pad to the model's square input instead of stretching (as c2f segment --keep-aspect)
     refine_max_pixels: int | None = REFINE_MAX_PIXELS  # CRF/GrabCut working resolution; None = full size
+    crf_max_pixels: int | None = CRF_MAX_PIXELS  # the dense CRF's own, tighter bound; None = refine_max_pixels
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -93,6 +94,7 @@ class Settings:
             keep_aspect=_env_bool(env, "C2F_KEEP_ASPECT", False),
             # 0 = no bound: CRF and GrabCut at every image's full size (memory and time grow with it).
             refine_max_pixels=_env_int(env, "C2F_REFINE_MAX_PIXELS", REFINE_MAX_PIXELS, 0) or None,
+            crf_max_pixels=_env_int(env, "C2F_CRF_MAX_PIXELS", CRF_MAX_PIXELS, 0) or None,
         )
 
     def resolve_model(self) -> Path:
