@@ -160,12 +160,6 @@ CRF_MAX_PIXELS = 60_000
 # win a pixel after 5 mean-field steps anyway. VOC val: 0.30 s vs 0.44 s per image, mIoU -0.01.
 CRF_PRUNE_BELOW = 0.05
 
-# DeepLab-v2's VOC kernel widths (c2f.refine.crf.dense_crf's defaults), in pixels of the image as
-# refined without the CRF's own bound; scaled with the working size so a kernel covers the same
-# part of the picture at any working size.
-_CRF_SXY_GAUSSIAN = 3.0
-_CRF_SXY_BILATERAL = 67.0
-
 
 def _tighter(first: int | None, second: int | None) -> int | None:
     """The smaller of two pixel bounds, None meaning unbounded."""
@@ -180,9 +174,10 @@ def bounded_crf(
 
     Classes whose probability never exceeds ``prune_below`` (None: keep all) are left out and get
     zero probability; the rest are renormalised. The kernel widths are DeepLab's multiplied by
-    ``sxy_scale`` (the working size's linear scale against the image the widths are meant for).
+    ``sxy_scale`` (the working size's linear scale against the image as refined without the CRF's
+    own bound), so a kernel covers the same part of the picture at any working size.
     """
-    from c2f.refine.crf import dense_crf
+    from c2f.refine.crf import SXY_BILATERAL, SXY_GAUSSIAN, dense_crf
 
     classes = probs.shape[0]
     if prune_below is None:
@@ -197,7 +192,7 @@ def bounded_crf(
     if len(keep) < classes:
         kept = kept / kept.sum(axis=0, keepdims=True)
     out[keep] = dense_crf(image, np.ascontiguousarray(kept, dtype=np.float32),
-                          sxy_gauss=_CRF_SXY_GAUSSIAN * sxy_scale, sxy_bilateral=_CRF_SXY_BILATERAL * sxy_scale)
+                          sxy_gauss=SXY_GAUSSIAN * sxy_scale, sxy_bilateral=SXY_BILATERAL * sxy_scale)
     return out
 
 

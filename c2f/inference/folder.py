@@ -330,7 +330,7 @@ def segment_folder(
                          timings=prediction.timings, class_names=class_names,
                          labels=chunk_labels[i] if chunk_labels is not None else None)
                     for i, ((rel, image, read_s), prediction) in enumerate(zip(loaded, predictions))]
-            writes.append([pool.submit(lambda job=job: write_outputs(**job)) for job in jobs])
+            writes.append([pool.submit(write_outputs, **job) for job in jobs])
             finish_writes(keep=ahead)
         finish_writes(keep=0)
     return plan.report

@@ -11,18 +11,22 @@ from __future__ import annotations
 import numpy as np
 import pydensecrf.densecrf as dcrf
 
-__all__ = ["dense_crf", "crf_refine_mask"]
+__all__ = ["SXY_BILATERAL", "SXY_GAUSSIAN", "dense_crf", "crf_refine_mask"]
 
 _MIN_PROB = 1e-8
+
+# DeepLab-v2's VOC kernel widths, in pixels of a ~500 px image (scaled by callers that work smaller).
+SXY_GAUSSIAN = 3.0
+SXY_BILATERAL = 67.0
 
 
 def dense_crf(
     image_rgb: np.ndarray,
     probs: np.ndarray,
     iterations: int = 5,
-    sxy_gauss: float = 3,
+    sxy_gauss: float = SXY_GAUSSIAN,
     compat_gauss: float = 3,
-    sxy_bilateral: float = 67,
+    sxy_bilateral: float = SXY_BILATERAL,
     srgb: float = 3,
     compat_bilateral: float = 4,
 ) -> np.ndarray:
