@@ -43,10 +43,11 @@ def run(out: Path, per_class: int, test_per_class: int, rounds: int, seed: int, 
                         "images-masks")
     test = load_dataset(generate_demo_dataset(out / "test_data", n_per_class=test_per_class, size=160, seed=7),
                         "images-masks")
-    cfg = DEMO_CONFIG.updated(rounds=rounds, seed=seed, mask_workers=workers, device=device, **(overrides or {}))
+    cfg = DEMO_CONFIG.updated(rounds=rounds, seed=seed, device=device, masks={"workers": workers})
+    cfg = cfg.updated(**(overrides or {}))  # --set masks={...} merges over the demo's mask settings
     train_set, val_set = split(data, 0.25, seed=cfg.seed)
     result = train_recursive(cfg, train_set, out / "run", val_set, resume=True, progress=False)
-    test_masks = run_mask_stage(test, out / "test_masks", generator=cfg.generator, workers=workers, progress=False)
+    test_masks = run_mask_stage(test, out / "test_masks", cfg.masks, progress=False)
     table = [_row("coarse masks (saliency)", mask_quality(test, test_masks, "coarse")),
              _row("GrabCut masks", mask_quality(test, test_masks, "refined"))]
     for metrics in result.rounds:

@@ -26,14 +26,14 @@ from pathlib import Path
 
 from c2f.data.layouts import load_dataset
 from c2f.data.synthetic import generate_demo_dataset
-from c2f.masks import run_mask_stage
+from c2f.masks import MaskConfig, run_mask_stage
 
 
 def measure(data: Path, workers: int, out: Path, crf: bool) -> dict:
     """One uncached run of the stage; per-step seconds come from the stage's own summary."""
     dataset = load_dataset(data, "images-masks")
     began = time.perf_counter()
-    result = run_mask_stage(dataset, out, workers=workers, crf=crf, progress=False, min_fg=0.0, max_fg=1.0)
+    result = run_mask_stage(dataset, out, MaskConfig(workers=workers, crf=crf, min_fg=0.0, max_fg=1.0), progress=False)
     wall = time.perf_counter() - began
     steps = {k: v for k, v in result.summary["mean_seconds"].items() if v > 0}
     return {
@@ -68,13 +68,13 @@ def compare_max_sides(data: Path, max_sides: list[int | None], chunk: int, limit
     wall = dict.fromkeys(names.values(), 0.0)
     cpu_s = dict.fromkeys(names.values(), 0.0)
     per_chunk: dict[str, list[float]] = {name: [] for name in names.values()}
-    options = dict(generator="folder", workers=1, progress=False)
+    configs = {side: MaskConfig(generator="folder", workers=1, grabcut_max_side=side) for side in max_sides}
     for index, start in enumerate(range(0, len(train.samples), chunk)):
         part = dataclasses.replace(train, samples=train.samples[start:start + chunk])
         order = max_sides if index % 2 == 0 else max_sides[::-1]
         for side in order:
             began_cpu, began = cpu(), time.perf_counter()
-            run_mask_stage(part, out / names[side], grabcut_max_side=side, **options)
+            run_mask_stage(part, out / names[side], configs[side], progress=False)
             wall[names[side]] += time.perf_counter() - began
             cpu_s[names[side]] += cpu() - began_cpu
             per_chunk[names[side]].append((cpu() - began_cpu) / len(part.samples))
@@ -82,7 +82,7 @@ def compare_max_sides(data: Path, max_sides: list[int | None], chunk: int, limit
     images = len(train.samples)
     runs = {}
     for side, name in names.items():
-        result = run_mask_stage(train, out / name, grabcut_max_side=side, **options)  # all cached: the summary
+        result = run_mask_stage(train, out / name, configs[side], progress=False)  # all cached: the summary
         quality = mask_quality(train, result, "labels")
         runs[name] = {
             "grabcut_max_side": side,

@@ -41,7 +41,7 @@ from c2f.data.io import read_image, write_rgb
 from c2f.data.layouts import load_dataset
 from c2f.inference import Engine
 from c2f.inference.render import overlay
-from c2f.masks import mask_quality, run_mask_stage
+from c2f.masks import MaskConfig, mask_quality, run_mask_stage
 from c2f.training import TrainConfig, train_recursive
 from c2f.evaluation import evaluate_engine
 
@@ -126,15 +126,15 @@ class Experiment:
         table, folders = [], {}
         for label, generator, options in sources:
             folder = self.out / name / "masks" / generator
-            result = run_mask_stage(train, folder, generator, grabcut=True, workers=self.workers, **options)
+            config = MaskConfig(generator=generator, generator_options=options, workers=self.workers)
+            result = run_mask_stage(train, folder, config)
             row = {"source": label, "generator": generator, "options": options,
                    "coarse": _short(mask_quality(train, result, "coarse")),
                    "grabcut": _short(mask_quality(train, result, "refined")),
                    "labelled_images": result.summary["counts"]["labelled"],
                    "seconds_per_image": result.summary["mean_seconds"]}
             if generator == crf_source:
-                crf = run_mask_stage(train, self.out / name / "masks" / f"{generator}-crf", generator,
-                                     grabcut=True, crf=True, workers=self.workers, **options)
+                crf = run_mask_stage(train, self.out / name / "masks" / f"{generator}-crf", config.updated(crf=True))
                 row["grabcut_crf"] = _short(mask_quality(train, crf, "refined"))
             table.append(row)
             folders[generator] = folder
@@ -142,17 +142,18 @@ class Experiment:
 
     def val_masks(self, val: LabelledDataset, name: str, generator: str, options: dict) -> dict[str, Any]:
         """The training-mask recipe applied to the val images: what round 1 must beat on val."""
-        result = run_mask_stage(val, self.out / name / "val-masks" / generator, generator, grabcut=True,
-                                workers=self.workers, **options)
+        result = run_mask_stage(val, self.out / name / "val-masks" / generator,
+                                MaskConfig(generator=generator, generator_options=options, workers=self.workers))
         return {stage: _short(mask_quality(val, result, key))
                 for stage, key in (("coarse", "coarse"), ("grabcut", "refined"))}
 
     # --- training runs ---
     def config(self, recipe: str, overrides: dict[str, Any], **settings: Any) -> TrainConfig:
         """A bundled recipe with this preset's overrides and this machine's workers and device."""
-        return TrainConfig.from_recipe(recipe).updated(
-            mask_workers=self.workers, device=self.device,
-            loader_workers=min(self.workers, 8) if self.device != "cpu" else 0, **overrides, **settings)
+        cfg = TrainConfig.from_recipe(recipe).updated(
+            masks={"workers": self.workers}, device=self.device,
+            loader_workers=min(self.workers, 8) if self.device != "cpu" else 0)
+        return cfg.updated(**overrides, **settings)
 
     def train(self, run: str, cfg: TrainConfig, train: LabelledDataset, val: LabelledDataset,
               masks: Path | None, crf_rounds: bool, round1_of: str | None = None) -> dict[str, Any]:
@@ -216,7 +217,7 @@ class Experiment:
         # The weak runs start from c2f's own saliency masks (the default generator): what a user's
         # photos get, which come without saliency maps.
         self.results["voc_val_masks"] = self.timed("voc_val_masks", self.val_masks, val, "voc", "saliency", {})
-        weak = self.config("cpu", self.preset.voc, generator="saliency")
+        weak = self.config("cpu", self.preset.voc, masks={"generator": "saliency"})
         self.results["voc_weak"] = self.timed("voc_weak", self.train, "voc-weak", weak, train, val,
                                               masks["folders"]["saliency"], crf_rounds=True)
         self.results["voc_weak_label_aware"] = self.timed("voc_label_aware", self.label_aware,
@@ -239,7 +240,8 @@ class Experiment:
         masks = self.timed("horse_mask_sources", self.mask_sources, train, "horse", sources, crf_source="")
         self.results["horse_table1"] = masks["table"]
         self.results["horse_val_masks"] = self.timed("horse_val_masks", self.val_masks, val, "horse", "saliency", {})
-        weak = self.config("cpu-foreground", self.preset.horse, task="foreground", generator="saliency")
+        weak = self.config("cpu-foreground", self.preset.horse, task="foreground",
+                           masks={"generator": "saliency"})
         self.results["horse_weak"] = self.timed("horse_weak", self.train, "horse-weak", weak, train, val,
                                                 masks["folders"]["saliency"], crf_rounds=True)
         full = self.supervised(weak, train)
@@ -249,9 +251,10 @@ class Experiment:
     def supervised(self, weak: TrainConfig, dataset: LabelledDataset) -> TrainConfig:
         """The weak recipe on the ground-truth masks (read through the folder generator): one round
         as long as all the weak rounds together, which warm-start from each other."""
-        return weak.updated(rounds=1, epochs=weak.epochs * weak.rounds, generator="folder",
-                            generator_options={"root": str(dataset.root / "masks")},
-                            mask_grabcut=False, min_fg=0.0, max_fg=1.0, write_masks=False)
+        return weak.updated(rounds=1, epochs=weak.epochs * weak.rounds, write_masks=False,
+                            masks=weak.masks.updated(generator="folder",
+                                                     generator_options={"root": str(dataset.root / "masks")},
+                                                     grabcut=False, min_fg=0.0, max_fg=1.0))
 
 
 def _recipe(cfg: dict[str, Any]) -> str:

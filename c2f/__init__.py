@@ -8,9 +8,9 @@ torch, OpenCV nor ONNX Runtime::
     prediction = seg("cat.jpg", classes=["cat"])      # .label_map, .probs
     mask = c2f.segment("cat.jpg", model="photos.onnx").label_map
 
-The paper's pipeline, step by step: ``TrainConfig``, ``load_dataset``, ``split``, ``make_masks``
-(the mask stage), ``train`` (mask stage + recursive rounds), ``relabel`` (a model's cleaned
-relabelling of a data set), ``evaluate``, ``export_onnx``.
+The paper's pipeline, step by step: ``TrainConfig`` (its mask-stage settings: ``MaskConfig``),
+``load_dataset``, ``split``, ``make_masks`` (the mask stage), ``train`` (mask stage + recursive
+rounds), ``relabel`` (a model's cleaned relabelling of a data set), ``evaluate``, ``export_onnx``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Prediction": ("c2f.inference.engine", "Prediction"),
     "TrainConfig": ("c2f.training.config", "TrainConfig"),
     "train": ("c2f.training.recursive", "train_recursive"),
+    "MaskConfig": ("c2f.masks.config", "MaskConfig"),
     "make_masks": ("c2f.masks.stage", "run_mask_stage"),
     "relabel": ("c2f.training.relabel", "relabel"),
     "evaluate": ("c2f.evaluation.scoring", "evaluate_engine"),
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load lazi
     from c2f.data.layouts import load_dataset
     from c2f.export.onnx_export import export_onnx
     from c2f.inference.engine import Engine, Prediction
+    from c2f.masks.config import MaskConfig
     from c2f.masks.stage import run_mask_stage as make_masks
     from c2f.training.config import TrainConfig
     from c2f.evaluation.scoring import evaluate_engine as evaluate

@@ -22,7 +22,7 @@ from c2f.data.synthetic import generate_demo_dataset
 from c2f.export import export_onnx
 from c2f.inference import Engine
 from c2f.inference.folder import segment_folder
-from c2f.masks import run_mask_stage
+from c2f.masks import MaskConfig, run_mask_stage
 from c2f.training import TrainConfig, train_recursive
 from c2f.evaluation import evaluate_engine
 
@@ -35,7 +35,7 @@ DEMO_CONFIG = TrainConfig(
     resize=160,
     crop=128,
     warm_start=True,
-    mask_workers=2,
+    masks=MaskConfig(workers=2),
 )
 
 
@@ -49,7 +49,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, images_per_class: int = 40, epo
     cfg = DEMO_CONFIG.updated(seed=seed, epochs=epochs)
     run = train_recursive(cfg, train_set, out / "run", val_set, resume=True, progress=progress)
     # The mask stage on the validation images too, so every row of the table is scored on the same images.
-    val_masks = run_mask_stage(val_set, out / "val_masks", generator=cfg.generator, workers=cfg.mask_workers, progress=progress)
+    val_masks = run_mask_stage(val_set, out / "val_masks", cfg.masks, progress=progress)
     from c2f.masks import mask_quality
 
     rows = [

@@ -18,6 +18,7 @@ from c2f.data.io import read_image, read_mask, write_rgb
 from c2f.data.layouts import load_images_masks
 from c2f.data.synthetic import generate_demo_dataset
 from c2f.masks.cam import CamGenerator
+from c2f.masks.config import MaskConfig
 from c2f.masks.generators import make_generator
 from c2f.masks.stage import MaskStageResult, mask_quality, run_mask_stage
 from c2f.masks.ufs import UfsGenerator
@@ -48,7 +49,7 @@ def ufs_data(tmp_path_factory) -> LabelledDataset:
 @pytest.fixture(scope="module")
 def ufs_run(ufs_data, tmp_path_factory) -> tuple[UfsGenerator, MaskStageResult]:
     generator = UfsGenerator(**UFS_OPTIONS)
-    return generator, run_mask_stage(ufs_data, tmp_path_factory.mktemp("ufs_out"), generator, progress=False)
+    return generator, run_mask_stage(ufs_data, tmp_path_factory.mktemp("ufs_out"), generator=generator, progress=False)
 
 
 def test_ufs_masks_beat_chance_and_approach_their_teacher(ufs_data, ufs_run):
@@ -76,7 +77,7 @@ def test_ufs_rerun_reuses_weights_and_masks(ufs_data, ufs_run, tmp_path):
     (weights,) = (first.out_dir / "generators" / "ufs").glob("*.pt")
     stamp = weights.stat().st_mtime_ns
     before = _outputs(first.out_dir)
-    again = run_mask_stage(ufs_data, first.out_dir, UfsGenerator(**UFS_OPTIONS), progress=False)
+    again = run_mask_stage(ufs_data, first.out_dir, generator=UfsGenerator(**UFS_OPTIONS), progress=False)
     assert weights.stat().st_mtime_ns == stamp  # loaded, not retrained
     assert again.summary["settings_hash"] == first.summary["settings_hash"]
     assert again.summary["counts"]["skipped_cached"] == len(ufs_data)
@@ -134,7 +135,8 @@ def cam_run(tmp_path_factory) -> tuple[LabelledDataset, dict[str, np.ndarray], M
         pairs.append(sample)
         truths[sample.key] = truth
     dataset = dataclasses.replace(dataset, samples=[*dataset.samples, *pairs])
-    result = run_mask_stage(dataset, tmp_path_factory.mktemp("cam_out"), "cam", progress=False, **CAM_OPTIONS)
+    result = run_mask_stage(dataset, tmp_path_factory.mktemp("cam_out"),
+                            MaskConfig(generator="cam", generator_options=CAM_OPTIONS), progress=False)
     return dataset, truths, result
 
 

@@ -19,6 +19,7 @@ import pytest
 from c2f.data.datasets import LabelledDataset, ground_truth
 from c2f.data.io import read_mask, write_label_png, write_mask_png
 from c2f.data.layouts import load_images_masks
+from c2f.masks.config import MaskConfig
 from c2f.masks.stage import MaskStageResult, mask_quality, run_mask_stage
 
 N_PER_CLASS = 3  # 9 demo images (96 px), one made multi-label, plus one corrupt file
@@ -132,7 +133,7 @@ def test_killed_run_resumes_byte_identical(reference, dataset, tmp_path):
         "        time.sleep(0.3)\n"
         "        return super().__call__(image, sample)\n"
         "dataset = pickle.load(open(sys.argv[1], 'rb'))\n"
-        "run_mask_stage(dataset, sys.argv[2], Slow(), progress=False)\n"
+        "run_mask_stage(dataset, sys.argv[2], generator=Slow(), progress=False)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(pickled), str(out)])
     try:
@@ -160,7 +161,7 @@ def test_killed_run_resumes_byte_identical(reference, dataset, tmp_path):
 
 
 def test_two_workers_give_identical_outputs(reference, dataset, tmp_path):
-    result = run_mask_stage(dataset, tmp_path, workers=2, progress=False)
+    result = run_mask_stage(dataset, tmp_path, MaskConfig(workers=2), progress=False)
     assert result.failed == reference.failed
     assert _outputs(tmp_path) == _outputs(reference.out_dir)
 
@@ -193,10 +194,10 @@ def test_changed_settings_or_inputs_are_recomputed(data_root, tmp_path):
     shutil.copytree(data_root, root)
     dataset = _build(root)
     out = tmp_path / "out"
-    run_mask_stage(dataset, out, grabcut=False, progress=False)
+    run_mask_stage(dataset, out, MaskConfig(grabcut=False), progress=False)
     old_journal = _journal(out)
 
-    other = run_mask_stage(dataset, out, grabcut=False, ignore_band=2, progress=False)
+    other = run_mask_stage(dataset, out, MaskConfig(grabcut=False, ignore_band=2), progress=False)
     assert other.summary["counts"]["skipped_cached"] == 0
     assert not old_journal.exists()  # stale journal of the overwritten masks is gone
     label = read_mask(other.label_paths["disc/disc_000"])
@@ -204,19 +205,19 @@ def test_changed_settings_or_inputs_are_recomputed(data_root, tmp_path):
 
     image = root / "images" / "disc" / "disc_000.jpg"
     shutil.copy2(root / "images" / "disc" / "disc_001.jpg", image)
-    changed = run_mask_stage(dataset, out, grabcut=False, ignore_band=2, progress=False)
+    changed = run_mask_stage(dataset, out, MaskConfig(grabcut=False, ignore_band=2), progress=False)
     assert changed.summary["counts"]["done"] == 1
     assert changed.summary["counts"]["skipped_cached"] == 8
 
     (root / "images" / "disc" / "disc_001.jpg").write_bytes(b"no longer an image")
-    broken = run_mask_stage(dataset, out, grabcut=False, ignore_band=2, progress=False)
+    broken = run_mask_stage(dataset, out, MaskConfig(grabcut=False, ignore_band=2), progress=False)
     assert "disc/disc_001" in dict(broken.failed)
     assert not list(out.rglob("disc_001.png"))  # stale masks of the old image are removed
 
 
 def test_generator_by_name_with_options_and_unsafe_keys(dataset, tmp_path):
-    result = run_mask_stage(dataset.subset(["disc/disc_000"]), tmp_path, "box", grabcut=False,
-                            progress=False, fraction=0.5)
+    box = MaskConfig(generator="box", generator_options={"fraction": 0.5}, grabcut=False)
+    result = run_mask_stage(dataset.subset(["disc/disc_000"]), tmp_path, box, progress=False)
     assert result.summary["settings"]["generator_settings"] == {"fraction": 0.5}
     mask = read_mask(tmp_path / "coarse" / "disc" / "disc_000.png") > 0
     assert mask.mean() == pytest.approx(0.25, abs=0.03)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from c2f.data.layouts import load_images_masks
+from c2f.masks.config import MaskConfig
 from c2f.masks.stage import mask_quality, run_mask_stage
 
 VOC = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc10-coseg"
@@ -17,8 +18,8 @@ VOC = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc10-coseg"
 def test_grabcut_improves_shipped_saliency_masks_on_voc(tmp_path):
     dataset = load_images_masks(VOC)
     subset = dataset.subset([s.key for s in dataset.samples[::35][:20]])  # all classes, spread
-    result = run_mask_stage(subset, tmp_path, "folder", workers=2, progress=False,
-                            min_fg=0.0, max_fg=1.0)
+    config = MaskConfig(generator="folder", workers=2, min_fg=0.0, max_fg=1.0)
+    result = run_mask_stage(subset, tmp_path, config, progress=False)
     assert not result.failed and len(result.label_paths) == 20
     coarse = mask_quality(subset, result, "coarse")
     refined = mask_quality(subset, result, "refined")

@@ -252,7 +252,7 @@ def test_foreground_task_trains_fpn(tmp_path, demo_data) -> None:
     # The generator option reached the mask stage (and the saved config, for --resume).
     summary = json.loads((out / "mask_stage" / "summary.json").read_text())
     assert summary["settings"]["generator_settings"] == {"fraction": 0.6}
-    assert TrainConfig.from_file(out / "config.yaml").generator_options == {"fraction": 0.6}
+    assert TrainConfig.from_file(out / "config.yaml").masks.generator_options == {"fraction": 0.6}
     checkpoint = load_checkpoint(out / "round_2" / "checkpoint.pt")
     assert checkpoint["task"] == "foreground" and checkpoint["config"]["arch"] == "fpn"
     assert checkpoint["class_names"] == ["background", "foreground"]

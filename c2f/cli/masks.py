@@ -50,26 +50,28 @@ def command(
       c2f masks --data /shared/photos --out /shared/runs/masks --ray auto   # images as Ray tasks
     """
     from c2f.data.layouts import load_dataset
-    from c2f.masks import mask_quality, run_mask_stage
+    from c2f.masks import MaskConfig, mask_quality, run_mask_stage
     from c2f.masks.quality import box_baseline_quality
 
     if ray_address is not None:
         ray_or_exit()
-    dataset = load_dataset(data, layout)
     options = dict(generator_options or {})
     if generator_root:
         options["root"] = generator_root
+    try:
+        config = MaskConfig(generator=generator, generator_options=options, grabcut=grabcut, crf=crf,
+                            ignore_band=ignore_band, workers=workers).updated(grabcut_iterations=grabcut_iterations)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    dataset = load_dataset(data, layout)
     with ExitStack() as stack:
+        runner = None
         if ray_address is not None:  # each image a Ray task; journal, resume and summary stay here
             from c2f.distributed import connected
             from c2f.distributed.ray_masks import ray_runner
 
-            options["runner"] = ray_runner(stack.enter_context(connected(ray_address, progress=progress)))
-        result = run_mask_stage(
-            dataset, out, generator=generator, grabcut=grabcut, crf=crf, ignore_band=ignore_band, workers=workers,
-            progress=progress, **({} if grabcut_iterations is None else {"grabcut_iterations": grabcut_iterations}),
-            **options,
-        )
+            runner = ray_runner(stack.enter_context(connected(ray_address, progress=progress)))
+        result = run_mask_stage(dataset, out, config, progress=progress, runner=runner)
     report: dict[str, Any] = {"summary": result.summary}
     if dataset.has_ground_truth:
         refined_name = "+".join(["GrabCut"] * grabcut + ["CRF"] * crf) or "refined (= coarse)"

@@ -30,7 +30,8 @@ _OPTIONS = {"val_fraction": "--val-fraction", "seed": "--seed", "val_data": "--v
 @click.option("--task", type=click.Choice(["semantic", "foreground"]), default=None, help="[default: semantic]")
 @click.option("--config", "config_file", default=None,
               help="A bundled recipe by name (cpu: sized for a CPU, see c2f/configs/cpu.yaml) or a YAML/TOML "
-                   "file of TrainConfig fields; command-line options override it.")
+                   "file of TrainConfig fields (mask-stage settings under masks:); command-line options "
+                   "override it.")
 @click.option("--val-data", type=click.Path(exists=True, path_type=Path), default=None,
               help="Images with ground-truth masks for per-round metrics; --resume reuses the run's own.")
 @click.option("--val-fraction", type=float, default=None,
@@ -94,7 +95,10 @@ def command(
     settings = _resolved_split(out / SPLIT_FILE, given, default_seed=cfg.seed, resume=resume)
     if resume and (out / SPLIT_FILE).exists():
         click.echo(f"resuming with the run's split: {settings.describe()}")
-    cfg = cfg.updated(task=task, device=device, **overrides)
+    # --generator, --generator-option and --mask-workers set fields of cfg.masks (MaskConfig).
+    masks = {"generator": overrides.pop("generator"), "generator_options": overrides.pop("generator_options"),
+             "workers": overrides.pop("mask_workers")}
+    cfg = cfg.updated(task=task, device=device, masks=cfg.masks.updated(**masks), **overrides)
     train_set = load_dataset(data, layout)
     val_set = load_dataset(Path(settings.val_data), "auto") if settings.val_data else None
     if settings.val_fraction:

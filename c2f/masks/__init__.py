@@ -1,9 +1,11 @@
 """The paper's first half: class-agnostic coarse masks, refined (GrabCut/CRF) into label maps.
 
-``run_mask_stage`` is the entry point; saliency and the coarse generators are reusable on their
-own. The refinement primitives it applies live in :mod:`c2f.refine`, shared with inference.
+``run_mask_stage`` is the entry point, its settings one :class:`MaskConfig`; saliency and the
+coarse generators are reusable on their own. The refinement primitives it applies live in
+:mod:`c2f.refine`, shared with inference.
 """
 
+from c2f.masks.config import MaskConfig
 from c2f.masks.generators import (
     GENERATORS,
     BoxGenerator,
@@ -23,6 +25,7 @@ __all__ = [
     "CoarseGenerator",
     "CoarseInputError",
     "FolderGenerator",
+    "MaskConfig",
     "MaskStageResult",
     "SaliencyGenerator",
     "binarize",

@@ -47,10 +47,10 @@ from tqdm import tqdm
 from c2f.data.datasets import IGNORE, LabelledDataset, Sample, ground_truth
 from c2f.data.io import ImageReadError, file_identity, read_image, read_mask, write_label_png, write_mask_png
 from c2f.evaluation.metrics import Scorer
+from c2f.masks.config import MaskConfig
 from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
 from c2f.refine.crf import crf_refine_mask
-from c2f.refine.grabcut import GRABCUT_ITERATIONS, GRABCUT_MAX_SIDE, grabcut_refine
-from c2f.labelmap import MAX_FG, MIN_FG
+from c2f.refine.grabcut import grabcut_refine
 from c2f.refine.labels import compose_label_map
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,14 @@ class _Config:
     min_fg: float
     max_fg: float
 
+    @classmethod
+    def of(cls, config: MaskConfig, out_dir: Path, generator: CoarseGenerator) -> "_Config":
+        """What a worker needs of `config`, with the generator already built (and fitted)."""
+        return cls(out_dir, generator, config.grabcut, config.grabcut_iterations, config.grabcut_max_side,
+                   config.crf, config.ignore_band, config.min_fg, config.max_fg)
+
     def settings(self) -> dict[str, Any]:
+        """The journal's settings (their hash names it): keys and values fixed, so caches stay valid."""
         return {
             "format_version": FORMAT_VERSION,
             "generator": self.generator.name,
@@ -321,29 +328,23 @@ def _summarise(config: _Config, settings_hash: str, dataset: LabelledDataset,
 def run_mask_stage(
     dataset: LabelledDataset,
     out_dir: str | Path,
-    generator: CoarseGenerator | str = "saliency",
+    config: MaskConfig | None = None,
     *,
-    grabcut: bool = True,
-    grabcut_iterations: int = GRABCUT_ITERATIONS,
-    crf: bool = False,
-    ignore_band: int = 0,
-    workers: int = 1,
+    generator: CoarseGenerator | None = None,
     progress: bool = True,
-    grabcut_max_side: int | None = GRABCUT_MAX_SIDE,
-    min_fg: float = MIN_FG,
-    max_fg: float = MAX_FG,
     shard: tuple[int, int] = (0, 1),
     barrier: Callable[[], None] | None = None,
     runner: Runner | None = None,
-    **generator_options: Any,
 ) -> MaskStageResult:
     """Produce first-round label maps for every sample of `dataset` under `out_dir`.
 
-    `generator` is a :class:`CoarseGenerator` or a registered name built with
-    `generator_options`. Images already in the journal with unchanged inputs are skipped.
-    `min_fg`/`max_fg` drop images whose refined foreground share is outside that range (masks
+    Every setting comes from `config` (:class:`~c2f.masks.config.MaskConfig`, default: the
+    paper's): the generator named ``config.generator`` is built with ``config.generator_options``,
+    unless `generator` passes a :class:`CoarseGenerator` object (then those two are not used).
+    Images already in the journal with unchanged inputs are skipped.
+    ``min_fg``/``max_fg`` drop images whose refined foreground share is outside that range (masks
     still written, no label map), the same filter as between training rounds.
-    `grabcut_max_side` bounds the longest side GrabCut works at (None: full size); larger images
+    ``grabcut_max_side`` bounds the longest side GrabCut works at (None: full size); larger images
     are cut on a downscaled copy (:data:`c2f.refine.grabcut.GRABCUT_MAX_SIDE`).
 
     Returns the labelled images, the failures and the summary also written to
@@ -352,7 +353,7 @@ def run_mask_stage(
     ``failed`` / ``dropped`` (key and reason), ``grabcut_fallbacks`` (count, reasons),
     ``mean_seconds`` per step over all finished images, and the ``settings`` and their hash.
 
-    With ``workers > 1`` the pool uses the ``spawn`` start method, so a calling script needs
+    With ``config.workers > 1`` the pool uses the ``spawn`` start method, so a calling script needs
     the usual ``if __name__ == "__main__":`` guard.
 
     ``shard=(k, n)`` (one of n processes, e.g. DDP ranks) processes ``samples[k::n]`` into the
@@ -361,14 +362,21 @@ def run_mask_stage(
     written. Then every call returns the merged result of all journals and shard 0 writes
     summary.json. Called one after another without a barrier, the last call sees every shard.
 
-    ``runner`` (default: this process or ``workers`` local processes) runs the pending images
+    ``runner`` (default: this process or ``config.workers`` local processes) runs the pending images
     elsewhere, e.g. on a Ray cluster (:mod:`c2f.distributed.ray_masks`); the journal, resume and
     summary stay here, so the outputs are the same wherever the images ran.
     """
+    if config is None:
+        config = MaskConfig()
+    elif not isinstance(config, MaskConfig):
+        raise TypeError(f"run_mask_stage's third argument is a MaskConfig, got {type(config).__name__}; "
+                        "pass a generator name as MaskConfig(generator=...), a generator object as generator=")
     if isinstance(generator, str):
-        generator = make_generator(generator, **generator_options)
-    elif generator_options:
-        raise ValueError("generator options are only accepted with a generator name")
+        raise TypeError(f"generator= takes a CoarseGenerator object; name one with MaskConfig(generator={generator!r})")
+    if generator is None:
+        generator = make_generator(config.generator, **config.generator_options)
+    elif config.generator_options:
+        raise ValueError("generator options are only accepted with a generator name, not with a generator object")
     out_dir = Path(out_dir)
     for sample in dataset.samples:
         stage_output_path("labels", sample.key)  # reject unsafe keys before any work
@@ -383,10 +391,9 @@ def run_mask_stage(
         barrier()
     if rank != 0:
         generator.fit(dataset, out_dir / "generators", progress=False)
-    config = _Config(out_dir, generator, grabcut, grabcut_iterations, grabcut_max_side, crf,
-                     ignore_band, min_fg, max_fg)
+    job = _Config.of(config, out_dir, generator)  # what each worker gets
     settings_hash = hashlib.sha256(
-        json.dumps(config.settings(), sort_keys=True).encode()).hexdigest()[:16]
+        json.dumps(job.settings(), sort_keys=True).encode()).hexdigest()[:16]
     out_dir.mkdir(parents=True, exist_ok=True)
     journal = out_dir / _journal_name(settings_hash, shard)
     for stale in out_dir.glob("manifest-*.jsonl"):
@@ -397,7 +404,7 @@ def run_mask_stage(
             stale.unlink(missing_ok=True)  # another shard may have removed it first
 
     started = time.perf_counter()
-    states = {s.key: config.input_state(s) for s in dataset.samples}
+    states = {s.key: job.input_state(s) for s in dataset.samples}
     records = _read_journals(out_dir, settings_hash, states)
     all_pending = {s.key for s in dataset.samples
                    if not _is_cached(records.get(s.key), states[s.key], out_dir)}
@@ -412,7 +419,7 @@ def run_mask_stage(
     n_done = 0
     with journal.open("a", encoding="utf-8") as handle, \
             tqdm(total=len(pending), desc="masks", unit="img", disable=not progress) as bar:
-        records_in = runner(config, pending) if runner is not None else _run(config, pending, workers)
+        records_in = runner(job, pending) if runner is not None else _run(job, pending, config.workers)
         for record in records_in:
             record["input"] = states[record["key"]]
             handle.write(json.dumps(record, sort_keys=True) + "\n")
@@ -430,7 +437,7 @@ def run_mask_stage(
             barrier()  # every shard's journal is complete
         records = _read_journals(out_dir, settings_hash, states)
         n_done = sum(records.get(key, {}).get("status") in ("done", "dropped") for key in all_pending)
-    summary = _summarise(config, settings_hash, dataset, records, n_done, n_skipped,
+    summary = _summarise(job, settings_hash, dataset, records, n_done, n_skipped,
                          time.perf_counter() - started)
     if rank == 0:
         tmp = out_dir / f".summary.json.{os.getpid()}.tmp"

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from c2f.masks.config import MaskConfig
 from c2f.models import TASK_DEFAULTS
-from c2f.refine.grabcut import GRABCUT_ITERATIONS
-from c2f.labelmap import MAX_FG, MIN_FG
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"  # bundled recipes, e.g. cpu.yaml
+
+# The flat mask-stage keys of earlier TrainConfigs (config files, run folders' config.yaml, updated())
+# -> the MaskConfig field of ``TrainConfig.masks`` they set now.
+LEGACY_MASK_KEYS = {
+    "generator": "generator",
+    "generator_options": "generator_options",
+    "mask_grabcut": "grabcut",
+    "grabcut_iterations": "grabcut_iterations",
+    "mask_crf": "crf",
+    "ignore_band": "ignore_band",
+    "mask_workers": "workers",
+    "min_fg": "min_fg",
+    "max_fg": "max_fg",
+}
 
 
 @dataclass
@@ -57,22 +71,20 @@ class TrainConfig:
     loader_workers: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision, used only on CUDA
-    # Mask stage (coarse masks -> GrabCut -> label maps).
-    generator: str = "saliency"
-    generator_options: dict[str, Any] = field(default_factory=dict)
-    mask_grabcut: bool = True  # False trains on the coarse masks as they are (or on ground truth via "folder")
-    grabcut_iterations: int = GRABCUT_ITERATIONS
-    mask_crf: bool = False
-    ignore_band: int = 0
-    mask_workers: int = 1  # processes for the mask stage, threads for GrabCut when relabelling
-    # Between rounds: own classes only, GrabCut, drop images outside [min_fg, max_fg] foreground.
+    # Mask stage (coarse masks -> GrabCut -> label maps); its GrabCut size, foreground band, ignore
+    # band and workers clean the relabelled maps between rounds too. A file's ``masks:`` mapping.
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    # Between rounds: own classes only, GrabCut (this switch), drop images outside
+    # [masks.min_fg, masks.max_fg] foreground.
     round_grabcut: bool = True
     # After the last round, relabel every training image with the last model into OUT/masks/.
     write_masks: bool = True
-    min_fg: float = MIN_FG
-    max_fg: float = MAX_FG
 
     def __post_init__(self) -> None:
+        if isinstance(self.masks, Mapping):  # TrainConfig(masks={"workers": 2}): over the defaults
+            self.masks = MaskConfig().merged(self.masks)
+        elif not isinstance(self.masks, MaskConfig):
+            raise ValueError(f"masks must be a MaskConfig or a mapping of its fields, got {self.masks!r}")
         if self.task not in TASK_DEFAULTS:
             raise ValueError(f"task must be one of {sorted(TASK_DEFAULTS)}, got {self.task!r}")
         if self.crop > self.resize:
@@ -98,12 +110,35 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def updated(self, **overrides: Any) -> "TrainConfig":
-        """A copy with the given fields replaced; ``None`` values mean "not given" and are skipped."""
+        """A copy with the given fields replaced; ``None`` values mean "not given" and are skipped.
+
+        ``masks`` takes a :class:`MaskConfig` (replaces this one) or a mapping of its fields (merged
+        over this config's, ``None`` values included). The flat keys of earlier versions
+        (``mask_workers``, ``generator``, ``min_fg``, ...: :data:`LEGACY_MASK_KEYS`) still work and
+        set the same field of ``masks``; giving one together with ``masks`` setting that field is an error.
+        """
         known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
+        unknown = sorted(set(overrides) - known - set(LEGACY_MASK_KEYS))
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; valid: {sorted(known)}")
-        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
+            raise ValueError(f"unknown config keys {unknown}; valid: {sorted(known)} "
+                             f"(masks: {MaskConfig.field_names()})")
+        legacy = {LEGACY_MASK_KEYS[k]: (k, overrides.pop(k)) for k in list(overrides) if k in LEGACY_MASK_KEYS}
+        legacy = {name: given for name, given in legacy.items() if given[1] is not None}
+        masks, nested = overrides.pop("masks", None), set()
+        if isinstance(masks, MaskConfig):
+            nested = set(MaskConfig.field_names())
+        elif masks is not None:
+            if not isinstance(masks, Mapping):
+                raise ValueError(f"masks must be a MaskConfig or a mapping of its fields, got {masks!r}")
+            nested = set(masks)
+            masks = self.masks.merged(masks)
+        clashes = sorted(name for name in legacy if name in nested)
+        if clashes:
+            both = ", ".join(f"{legacy[name][0]} and masks.{name}" for name in clashes)
+            raise ValueError(f"mask settings given twice: {both}; give each once, under masks")
+        flat = {name: value for name, (_, value) in legacy.items()}
+        masks = (self.masks if masks is None else masks).updated(**flat)
+        return dataclasses.replace(self, masks=masks, **{k: v for k, v in overrides.items() if v is not None})
 
     @classmethod
     def from_recipe(cls, name_or_path: str | Path) -> "TrainConfig":
@@ -119,7 +154,11 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
-        """Read a YAML (.yaml/.yml) or TOML (.toml) file of TrainConfig fields."""
+        """Read a YAML (.yaml/.yml) or TOML (.toml) file of TrainConfig fields.
+
+        Mask-stage settings go under ``masks:`` (merged over the default :class:`MaskConfig`); the
+        flat keys of earlier files and run folders (``mask_workers: 2``, ...) are read too.
+        """
         path = Path(path)
         text = path.read_text()
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)

@@ -81,16 +81,10 @@ def train_recursive(
     stage = run_mask_stage(
         train_set,
         out / MASK_STAGE_DIR,
-        generator=cfg.generator,
-        grabcut=cfg.mask_grabcut,
-        grabcut_iterations=cfg.grabcut_iterations,
-        crf=cfg.mask_crf,
-        ignore_band=cfg.ignore_band,
-        workers=cfg.mask_workers,
+        cfg.masks,
         progress=progress and dist_info.is_main,
         shard=(dist_info.rank, dist_info.world),
         barrier=lambda: barrier(dist_info),
-        **cfg.generator_options,
     )
     result.mask_stage = stage.summary
     labels = _existing_labels(train_set, out / MASK_STAGE_DIR / "labels")
@@ -118,7 +112,7 @@ def train_recursive(
             relabelled = _existing_labels(train_set, next_dir)
             if relabelled:
                 labels = relabelled
-            else:  # every prediction fell outside [min_fg, max_fg]: keep training on what we had
+            else:  # every prediction fell outside [masks.min_fg, masks.max_fg]: keep training on what we had
                 log.warning("round %d dropped every image; round %d reuses round %d's labels",
                             round_index, round_index + 1, round_index)
         if dist_info.is_main:
@@ -258,9 +252,10 @@ def _fold_engines(run: _Run, labels: dict[str, Path], round_index: int) -> tuple
 
 def _relabel(run: _Run, engines: list[Engine], folder: Path, *, write_masks: bool = False) -> RelabelResult:
     """:func:`~c2f.training.relabel.relabel` with this run's settings, into ``folder`` (labels/ ...)."""
-    cfg = run.cfg
-    return relabel(engines, run.train_set, folder, grabcut=cfg.round_grabcut, grabcut_iterations=cfg.grabcut_iterations,
-                   min_fg=cfg.min_fg, max_fg=cfg.max_fg, ignore_band=cfg.ignore_band, workers=cfg.mask_workers,
+    masks = run.cfg.masks
+    return relabel(engines, run.train_set, folder, grabcut=run.cfg.round_grabcut,
+                   grabcut_iterations=masks.grabcut_iterations, grabcut_max_side=masks.grabcut_max_side,
+                   min_fg=masks.min_fg, max_fg=masks.max_fg, ignore_band=masks.ignore_band, workers=masks.workers,
                    write_masks=write_masks, progress=run.progress)
 
 

@@ -21,12 +21,14 @@ from tqdm import tqdm
 from c2f.data.datasets import LabelledDataset, Sample
 from c2f.data.io import read_image, write_label_png, write_mask_png
 from c2f.inference import Engine
-from c2f.labelmap import BACKGROUND, IGNORE, MAX_FG, MIN_FG
+from c2f.labelmap import BACKGROUND, IGNORE
+from c2f.masks.config import MaskConfig
 from c2f.masks.stage import key_seed
-from c2f.refine.grabcut import GRABCUT_ITERATIONS
 from c2f.refine.labels import RoundLabel, postprocess_prediction
 
 __all__ = ["RelabelResult", "relabel", "relabel_fold"]
+
+_DEFAULTS = MaskConfig()  # relabel's defaults are the mask stage's: one source (TrainConfig.masks passes its own)
 
 
 @dataclass
@@ -48,12 +50,13 @@ def relabel(
     dataset: LabelledDataset,
     out_dir: str | Path,
     *,
-    grabcut: bool = True,
-    grabcut_iterations: int = GRABCUT_ITERATIONS,
-    min_fg: float = MIN_FG,
-    max_fg: float = MAX_FG,
-    ignore_band: int = 0,
-    workers: int = 1,
+    grabcut: bool = _DEFAULTS.grabcut,
+    grabcut_iterations: int = _DEFAULTS.grabcut_iterations,
+    grabcut_max_side: int | None = _DEFAULTS.grabcut_max_side,
+    min_fg: float = _DEFAULTS.min_fg,
+    max_fg: float = _DEFAULTS.max_fg,
+    ignore_band: int = _DEFAULTS.ignore_band,
+    workers: int = _DEFAULTS.workers,
     write_masks: bool = False,
     progress: bool = True,
 ) -> RelabelResult:
@@ -65,7 +68,9 @@ def relabel(
     each kept map goes to ``out_dir/masks/<key>.png`` too. ``out_dir/labels`` and ``out_dir/masks``
     are replaced, so a killed earlier attempt leaves nothing behind. The model runs in this thread,
     the post-processing (GrabCut dominates it) on ``workers`` threads; GrabCut is seeded per key, so
-    the result does not depend on ``workers``.
+    the result does not depend on ``workers``. The cleaning settings default to
+    :class:`~c2f.masks.config.MaskConfig`'s (a training run passes its ``TrainConfig.masks``, with
+    ``grabcut=round_grabcut``); ``grabcut_max_side`` bounds GrabCut's working size (None: full size).
     """
     engines = _engines(model)
     out = Path(out_dir)
@@ -76,7 +81,7 @@ def relabel(
     def clean(sample: Sample, image: np.ndarray, probs: np.ndarray) -> tuple[str, RoundLabel]:
         return sample.key, postprocess_prediction(
             image, probs, sample.labels, grabcut=grabcut, grabcut_iterations=grabcut_iterations,
-            min_fg=min_fg, max_fg=max_fg, ignore_band=ignore_band,
+            grabcut_max_side=grabcut_max_side, min_fg=min_fg, max_fg=max_fg, ignore_band=ignore_band,
             seed=key_seed(sample.key))
 
     def store(key: str, cleaned: RoundLabel) -> None:
