@@ -67,6 +67,9 @@ class TrainConfig:
     mask_workers: int = 1  # processes for the mask stage, threads for GrabCut when relabelling
     # Between rounds: own classes only, GrabCut, drop images outside [min_fg, max_fg] foreground.
     round_grabcut: bool = True
+    # Next round's labels keep only the pixels where the relabelling agrees with this round's own
+    # training labels; the rest is ignored (255). The final OUT/masks are never thinned this way.
+    round_consensus: bool = False
     # After the last round, relabel every training image with the last model into OUT/masks/.
     write_masks: bool = True
     min_fg: float = MIN_FG

@@ -111,7 +111,8 @@ def train_recursive(
             if cfg.relabel_folds > 1:
                 engines, metrics["relabel_fold_steps"] = _fold_engines(run, labels, round_index)
             if engine is not None:
-                relabelled = _relabel(run, engines, next_dir.parent)
+                relabelled = _relabel(run, engines, next_dir.parent,
+                                      agree_with=labels if run.cfg.round_consensus else None)
                 metrics["next_labels"] = (label_statistics(train_set, relabelled.labels)
                                           | {"objectness_fallback": len(relabelled.objectness_fallback)})
             barrier(dist_info)
@@ -256,12 +257,13 @@ def _fold_engines(run: _Run, labels: dict[str, Path], round_index: int) -> tuple
     return engines, steps
 
 
-def _relabel(run: _Run, engines: list[Engine], folder: Path, *, write_masks: bool = False) -> RelabelResult:
+def _relabel(run: _Run, engines: list[Engine], folder: Path, *, write_masks: bool = False,
+             agree_with: dict[str, Path] | None = None) -> RelabelResult:
     """:func:`~c2f.training.relabel.relabel` with this run's settings, into ``folder`` (labels/ ...)."""
     cfg = run.cfg
     return relabel(engines, run.train_set, folder, grabcut=cfg.round_grabcut, grabcut_iterations=cfg.grabcut_iterations,
-                   min_fg=cfg.min_fg, max_fg=cfg.max_fg, ignore_band=cfg.ignore_band, workers=cfg.mask_workers,
-                   write_masks=write_masks, progress=run.progress)
+                   min_fg=cfg.min_fg, max_fg=cfg.max_fg, ignore_band=cfg.ignore_band, agree_with=agree_with,
+                   workers=cfg.mask_workers, write_masks=write_masks, progress=run.progress)
 
 
 def write_final_masks(run: _Run, checkpoint: Path) -> dict:
