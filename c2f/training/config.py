@@ -77,6 +77,9 @@ class TrainConfig:
     # Between rounds: own classes only, GrabCut (this switch), drop images outside
     # [masks.min_fg, masks.max_fg] foreground.
     round_grabcut: bool = True
+    # Next round's labels keep only the pixels where the relabelling agrees with this round's own
+    # training labels; the rest is ignored (255). The final OUT/masks are never thinned this way.
+    round_consensus: bool = False
     # After the last round, relabel every training image with the last model into OUT/masks/.
     write_masks: bool = True
 

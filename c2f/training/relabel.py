@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from c2f.data.datasets import LabelledDataset, Sample
-from c2f.data.io import read_image, write_label_png, write_mask_png
+from c2f.data.io import read_image, read_mask, write_label_png, write_mask_png
 from c2f.inference import Engine
 from c2f.labelmap import BACKGROUND, IGNORE
 from c2f.masks.config import MaskConfig
@@ -56,6 +56,7 @@ def relabel(
     min_fg: float = _DEFAULTS.min_fg,
     max_fg: float = _DEFAULTS.max_fg,
     ignore_band: int = _DEFAULTS.ignore_band,
+    agree_with: Mapping[str, Path] | None = None,
     workers: int = _DEFAULTS.workers,
     write_masks: bool = False,
     progress: bool = True,
@@ -71,6 +72,12 @@ def relabel(
     the result does not depend on ``workers``. The cleaning settings default to
     :class:`~c2f.masks.config.MaskConfig`'s (a training run passes its ``TrainConfig.masks``, with
     ``grabcut=round_grabcut``); ``grabcut_max_side`` bounds GrabCut's working size (None: full size).
+
+    ``agree_with`` (key -> label PNG, e.g. the labels the model was trained on) keeps only the pixels
+    where the cleaned map agrees with that image's earlier map and marks the rest IGNORE: a model
+    relabelling its own training images repeats its mistakes with confidence, and where two
+    independent cleanings disagree neither is to be trusted. Images without an earlier map are kept
+    as cleaned.
     """
     engines = _engines(model)
     out = Path(out_dir)
@@ -79,10 +86,13 @@ def relabel(
     result = RelabelResult()
 
     def clean(sample: Sample, image: np.ndarray, probs: np.ndarray) -> tuple[str, RoundLabel]:
-        return sample.key, postprocess_prediction(
+        cleaned = postprocess_prediction(
             image, probs, sample.labels, grabcut=grabcut, grabcut_iterations=grabcut_iterations,
             grabcut_max_side=grabcut_max_side, min_fg=min_fg, max_fg=max_fg, ignore_band=ignore_band,
             seed=key_seed(sample.key))
+        if agree_with is not None and cleaned.label_map is not None and sample.key in agree_with:
+            cleaned.label_map[read_mask(agree_with[sample.key]) != cleaned.label_map] = IGNORE
+        return sample.key, cleaned
 
     def store(key: str, cleaned: RoundLabel) -> None:
         if cleaned.label_map is None:
