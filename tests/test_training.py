@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from c2f.data.layouts import load_dataset
-from c2f.training import TrainConfig
+from c2f.training import TrainConfig, train_recursive
 from c2f.checkpoint import load_checkpoint
 from c2f.training.samples import LabelMapDataset
 
@@ -502,3 +502,22 @@ def test_lite_model_trained_head_first_exports_with_parity(tmp_path, demo_data) 
     images = [read_image(s.image) for s in data.samples[:6]]
     parity = export_onnx(checkpoint, tmp_path / "m.onnx", images)
     assert parity.argmax_agreement >= 0.999
+
+
+def test_a_resumed_run_keeps_the_settings_it_was_started_with(tmp_path, demo_data) -> None:
+    """Finished rounds cannot be retrained: resume reads config.yaml and refuses other training settings."""
+    from c2f.training.recursive import resumed_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    started = TrainConfig(rounds=2, epochs=1, lr=0.01, masks={"workers": 2})
+    started.save(out / "config.yaml")
+    data = load_dataset(demo_data)
+    with pytest.raises(ValueError, match=r"lr 0\.01 -> 0\.02.*masks\.ignore_band 0 -> 3"):
+        train_recursive(started.updated(lr=0.02, masks={"ignore_band": 3}), data, out, resume=True, progress=False)
+    assert TrainConfig.from_file(out / "config.yaml") == started, "a refused resume leaves config.yaml alone"
+    assert resumed_config(None, out / "config.yaml") == started
+    moved = started.updated(device="cpu", loader_workers=1, masks={"workers": 1})  # where it runs, not what it trains
+    assert resumed_config(moved, out / "config.yaml") == moved
+    with pytest.raises(ValueError, match="no config.yaml"):
+        train_recursive(None, data, tmp_path / "empty", resume=True, progress=False)

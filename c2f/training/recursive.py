@@ -21,6 +21,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from c2f.checkpoint import load_checkpoint, save_checkpoint
 from c2f.data.datasets import LabelledDataset, check_images
@@ -54,26 +55,35 @@ class RunResult:
 
 
 def train_recursive(
-    cfg: TrainConfig,
+    cfg: TrainConfig | None,
     train_set: LabelledDataset,
     out_dir: str | Path,
     val_set: LabelledDataset | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> RunResult:
-    """Run the whole method; with ``resume`` finished rounds are kept and the current one continues."""
+    """Run the whole method; with ``resume`` finished rounds are kept and the current one continues.
+
+    A resumed run trains with the settings it was started with (``OUT/config.yaml``): ``cfg=None``
+    reads them, and a ``cfg`` that differs from them in anything but where the run executes
+    (:data:`EXECUTION_FIELDS`) is refused, since finished rounds cannot be retrained with it.
+    """
     out = Path(out_dir)
+    stored = out / "config.yaml"
+    if stored.exists() and not resume:
+        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) or choose another folder")
+    cfg = resumed_config(cfg, stored) if resume and stored.exists() else cfg
+    if cfg is None:
+        raise ValueError(f"{out} holds no run to resume (no config.yaml): pass a TrainConfig")
     dist_info = init_distributed(resolve_device(cfg.device, DistInfo()))
     device = resolve_device(cfg.device, dist_info)
-    if (out / "config.yaml").exists() and not resume:
-        raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) or choose another folder")
     barrier(dist_info)  # every rank has looked before rank 0 writes the config
     if cfg.task == "foreground":
         train_set = train_set.to_foreground()
         val_set = val_set.to_foreground() if val_set is not None else None
     out.mkdir(parents=True, exist_ok=True)
     if dist_info.is_main:
-        cfg.save(out / "config.yaml")
+        cfg.save(stored)
     train_set, val_set = _readable(train_set, val_set, out if dist_info.is_main else None)
     result = RunResult(out)
     # The mask stage journals each image as it finishes; under DDP each rank takes its share of the
@@ -133,6 +143,29 @@ def train_recursive(
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
         plot_rounds(summary, out / "rounds.png")
     return result
+
+
+# Where and how fast a run executes, not what it trains: a resumed run may change these.
+EXECUTION_FIELDS = ("device", "loader_workers", "amp", "masks.workers")
+
+
+def resumed_config(cfg: TrainConfig | None, stored: Path) -> TrainConfig:
+    """The settings a resumed run continues with: the stored ones, or ``cfg`` if it only moves the run."""
+    started = TrainConfig.from_file(stored)
+    if cfg is None:
+        return started
+
+    def trained(config: TrainConfig) -> dict[str, Any]:
+        fields = config.to_dict()
+        fields |= {f"masks.{name}": value for name, value in fields.pop("masks").items()}
+        return {name: value for name, value in fields.items() if name not in EXECUTION_FIELDS}
+
+    before, now = trained(started), trained(cfg)
+    changed = [f"{name} {before[name]!r} -> {now[name]!r}" for name in before if before[name] != now[name]]
+    if changed:
+        raise ValueError(f"{stored.parent} was started with other settings ({'; '.join(changed)}): "
+                         "resume it with its own (config.yaml) or start a new run")
+    return cfg
 
 
 SKIPPED_IMAGES = "skipped_images.json"  # the images (of either split) left out as unreadable
