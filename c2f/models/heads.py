@@ -49,8 +49,34 @@ class ASPP(nn.Module):
         return self.project(torch.cat([branch(x) for branch in self.branches], dim=1))
 
 
-class DeepLabHead(nn.Module):
+class _DeepLabDecoder(nn.Module):
+    """DeepLab v3+'s decoding: ASPP on the deepest map, upsampled to and fused with a shallower one.
+
+    Subclasses build ``aspp``, ``low_level``, ``fuse`` and ``classifier`` and say which backbone
+    map (``low_level_index``) gives the edges.
+    """
+
+    low_level_index: int
+    aspp: nn.Module
+    low_level: nn.Module
+    fuse: nn.Module
+    classifier: nn.Module
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        low = self.low_level(features[self.low_level_index])
+        deep = F.interpolate(self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.fuse(torch.cat([deep, low], dim=1)))
+
+    @staticmethod
+    def aspp_rates(output_stride: int) -> tuple[int, int, int]:
+        """ASPP's atrous rates for the backbone's output stride (doubled at stride 8)."""
+        return (6, 12, 18) if output_stride >= 16 else (12, 24, 36)
+
+
+class DeepLabHead(_DeepLabDecoder):
     """DeepLab v3+ head: ASPP on the deepest map, fused with the stride-4 map for sharper edges."""
+
+    low_level_index = 0  # stride 4
 
     def __init__(
         self,
@@ -61,19 +87,14 @@ class DeepLabHead(nn.Module):
         low_level_channels: int = 48,
     ) -> None:
         super().__init__()
-        rates = (6, 12, 18) if output_stride >= 16 else (12, 24, 36)
+        rates = self.aspp_rates(output_stride)
         self.aspp = ASPP(in_channels[-1], channels, rates)
-        self.low_level = _conv_bn_relu(in_channels[0], low_level_channels)
+        self.low_level = _conv_bn_relu(in_channels[self.low_level_index], low_level_channels)
         self.fuse = nn.Sequential(
             _conv_bn_relu(channels + low_level_channels, channels, 3),
             _conv_bn_relu(channels, channels, 3),
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        low = self.low_level(features[0])
-        deep = F.interpolate(self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.classifier(self.fuse(torch.cat([deep, low], dim=1)))
 
 
 def _separable(in_ch: int, out_ch: int, dilation: int = 1) -> nn.Sequential:
@@ -95,13 +116,15 @@ class SeparableASPP(ASPP):
             self.branches[index] = _separable(in_ch, out_ch, rate)
 
 
-class DeepLabLiteHead(nn.Module):
+class DeepLabLiteHead(_DeepLabDecoder):
     """A CPU-sized DeepLab v3+ head: separable ASPP (128 channels), fused with the stride-8 map.
 
     The full head fuses 256 channels at stride 4 with two 3x3 convolutions, which costs several
     times the EfficientNet-Lite0 backbone at 320 px; this one costs a fraction of it, so a CPU can
     train at the input sizes that 21-class photographs need. Logits come out at stride 8.
     """
+
+    low_level_index = 1  # stride 8
 
     def __init__(
         self,
@@ -112,16 +135,11 @@ class DeepLabLiteHead(nn.Module):
         low_level_channels: int = 32,
     ) -> None:
         super().__init__()
-        rates = (6, 12, 18) if output_stride >= 16 else (12, 24, 36)
+        rates = self.aspp_rates(output_stride)
         self.aspp = SeparableASPP(in_channels[-1], channels, rates)
-        self.low_level = _conv_bn_relu(in_channels[1], low_level_channels)
+        self.low_level = _conv_bn_relu(in_channels[self.low_level_index], low_level_channels)
         self.fuse = _separable(channels + low_level_channels, channels)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
-
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        low = self.low_level(features[1])
-        deep = F.interpolate(self.aspp(features[-1]), size=low.shape[-2:], mode="bilinear", align_corners=False)
-        return self.classifier(self.fuse(torch.cat([deep, low], dim=1)))
 
 
 class FPNHead(nn.Module):
