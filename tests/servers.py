@@ -17,7 +17,7 @@ import sys
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import httpx
 import psutil
@@ -34,6 +34,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_ready(proc: subprocess.Popen, url: str, timeout: float, log: Callable[[], str]) -> None:
+    """Poll ``url/readyz`` until it answers 200; RuntimeError with the log's tail if ``proc`` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"server not ready after {timeout} s:\n{log()[-3000:]}")
 
 
 class LocalServer:
@@ -64,20 +79,13 @@ class LocalServer:
 
     def wait_ready(self, timeout: float = 180) -> None:
         """Block until ``/readyz`` answers 200; stop the server and raise with its log otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    self.log_when_ready = self.log()
-                    self._track()
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()[-3000:]}")
+        try:
+            wait_until_ready(self.proc, self.url, timeout, self.log)
+        except RuntimeError:
+            self.stop()
+            raise
+        self.log_when_ready = self.log()
+        self._track()
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM the server; after ``grace_s`` SIGKILL every process of its tree still alive, by PID."""

@@ -28,7 +28,7 @@ pytest.importorskip("bentoml")
 
 from PIL import Image  # noqa: E402
 
-from servers import free_port  # noqa: E402
+from servers import free_port, wait_until_ready  # noqa: E402
 
 pytestmark = pytest.mark.slow  # real servers stopped by signals
 
@@ -75,18 +75,8 @@ class Serve:
         return sorted(self.seen, key=lambda p: p.pid)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"c2f serve exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    self.collect()
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"c2f serve not ready after {STARTUP_S} s:\n{self.log()[-3000:]}")
+        wait_until_ready(self.proc, self.url, STARTUP_S, self.log)
+        self.collect()
 
     def signal_and_check_gone(self, signum: int) -> None:
         """Send ``signum`` to the c2f serve PID only; all processes must be gone within STOP_S."""
