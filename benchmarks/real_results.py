@@ -174,7 +174,9 @@ class Experiment:
         rounds = []
         for metrics in result.rounds:
             row = {"round": metrics["round"], "train_images": metrics["train_images"],
-                   "train_labels": _short(metrics["train_labels_quality"]), "val": _short(metrics["val"])}
+                   "train_labels": _short(metrics["train_labels_quality"])
+                   | {"ignored": metrics["labels"].get("ignore_share", 0.0)},
+                   "val": _short(metrics["val"])}
             if crf_rounds and metrics["round"] == len(result.rounds):  # CRF: the last round only
                 engine = Engine.open(out / f"round_{metrics['round']}" / "checkpoint.pt", self.device)
                 row["val_crf"] = _short(evaluate_engine(engine, scored_on, crf=True, progress=False))
@@ -262,7 +264,9 @@ def _recipe(cfg: dict[str, Any]) -> str:
     return (f"{arch} on {cfg['backbone']} (ImageNet), SGD lr {cfg['lr']:g} (head x{cfg['head_lr_mult']:g}), "
             f"batch {cfg['batch_size']}, resize {cfg['resize']}, crop {cfg['crop']}, {cfg['rounds']} rounds of "
             f"{cfg['epochs']} epochs ({cfg['head_only_epochs']} head-only)"
-            + (", each round from the previous one's weights" if cfg["warm_start"] else ""))
+            + (", each round from the previous one's weights" if cfg["warm_start"] else "")
+            + (", later rounds trained on the pixels where the relabelling agrees with the previous labels"
+               if cfg.get("round_consensus") else ""))
 
 
 def headline(r: dict) -> dict[str, float]:
@@ -433,7 +437,9 @@ def markdown(results: dict, command: str) -> str:
         lines.append(f"| {row['source']} | {_pct(row['coarse']['miou'])} | {_pct(row['coarse']['fg_jaccard'])} | "
                      f"{_pct(row['grabcut']['miou'])} | {_pct(row['grabcut']['fg_jaccard'])} | {_pct(crf)} |")
     for rnd in r["voc_weak"]["rounds"][1:]:
-        lines.append(f"| round {rnd['round'] - 1} refined labels (round {rnd['round']}'s training set) | | | "
+        ignored = rnd["train_labels"].get("ignored", 0.0)
+        agreement = f"; {100 * ignored:.1f}% of pixels ignored, scored on the rest" if ignored else ""
+        lines.append(f"| round {rnd['round'] - 1} refined labels (round {rnd['round']}'s training set{agreement}) | | | "
                      f"{_pct(rnd['train_labels']['miou'])} | {_pct(rnd['train_labels']['fg_jaccard'])} | |")
     final_masks = r["voc_weak"].get("final_masks")
     if final_masks:
