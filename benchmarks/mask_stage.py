@@ -7,12 +7,14 @@ output folders so nothing comes from the cache. Prints one JSON document.
 
 With ``--data`` it instead compares GrabCut working sizes on real photos (the VOC training split of
 :func:`c2f.data.datasets.split`, seed 0, 25 % val): one worker, the dataset's own coarse masks
-(``folder`` generator), one stage run per ``--max-sides`` value. The runs are interleaved chunk by
-chunk (``--chunk`` images of A, then of B, ...), so load changes on a shared machine hit every size
-alike; reported are images/s, CPU-seconds per image, the stage's per-step seconds and the Table I
-label mIoU (:func:`c2f.masks.mask_quality` of the label maps)::
+(``folder`` generator), one stage run per ``--max-sides`` value (``SIDE:N``: with N GrabCut iterations
+instead of c2f's 5). The runs are interleaved chunk by chunk (``--chunk`` images of A, then of B, ...),
+so load changes on a shared machine hit every setting alike; reported are images/s, CPU-seconds per
+image, the stage's per-step seconds and the Table I label mIoU (:func:`c2f.masks.mask_quality` of the
+label maps)::
 
     python benchmarks/mask_stage.py --data ../shared/data/voc10-coseg --max-sides none 320 256 --out ms.json
+    python benchmarks/mask_stage.py --data ../shared/data/voc10-coseg --max-sides none 320 320:3 384:3 --limit 120
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from c2f.data.layouts import load_dataset
 from c2f.data.synthetic import generate_demo_dataset
 from c2f.masks import MaskConfig, run_mask_stage
+from c2f.refine.grabcut import GRABCUT_ITERATIONS
 
 
 def measure(data: Path, workers: int, out: Path, crf: bool) -> dict:
@@ -46,9 +49,9 @@ def measure(data: Path, workers: int, out: Path, crf: bool) -> dict:
     }
 
 
-def compare_max_sides(data: Path, max_sides: list[int | None], chunk: int, limit: int | None,
+def compare_max_sides(data: Path, max_sides: list[tuple[int | None, int]], chunk: int, limit: int | None,
                       out: Path) -> dict:
-    """Interleaved one-worker stage runs per GrabCut max side on the VOC training photos."""
+    """Interleaved one-worker stage runs per (GrabCut max side, iterations) on the VOC training photos."""
     import dataclasses
     import resource
 
@@ -64,28 +67,31 @@ def compare_max_sides(data: Path, max_sides: list[int | None], chunk: int, limit
     train, _ = split(load_dataset(data), 0.25, seed=0)
     if limit:
         train = dataclasses.replace(train, samples=train.samples[:limit])
-    names = {side: f"max_side_{side or 'full'}" for side in max_sides}
+    names = {(side, its): f"max_side_{side or 'full'}" + ("" if its == GRABCUT_ITERATIONS else f"_{its}it")
+             for side, its in max_sides}
     wall = dict.fromkeys(names.values(), 0.0)
     cpu_s = dict.fromkeys(names.values(), 0.0)
     per_chunk: dict[str, list[float]] = {name: [] for name in names.values()}
-    configs = {side: MaskConfig(generator="folder", workers=1, grabcut_max_side=side) for side in max_sides}
+    configs = {(side, its): MaskConfig(generator="folder", workers=1, grabcut_max_side=side,
+                                       grabcut_iterations=its) for side, its in max_sides}
     for index, start in enumerate(range(0, len(train.samples), chunk)):
         part = dataclasses.replace(train, samples=train.samples[start:start + chunk])
         order = max_sides if index % 2 == 0 else max_sides[::-1]
-        for side in order:
+        for setting in order:
             began_cpu, began = cpu(), time.perf_counter()
-            run_mask_stage(part, out / names[side], configs[side], progress=False)
-            wall[names[side]] += time.perf_counter() - began
-            cpu_s[names[side]] += cpu() - began_cpu
-            per_chunk[names[side]].append((cpu() - began_cpu) / len(part.samples))
+            run_mask_stage(part, out / names[setting], configs[setting], progress=False)
+            wall[names[setting]] += time.perf_counter() - began
+            cpu_s[names[setting]] += cpu() - began_cpu
+            per_chunk[names[setting]].append((cpu() - began_cpu) / len(part.samples))
         print(f"{start + len(part.samples)}/{len(train.samples)} images", file=sys.stderr)
     images = len(train.samples)
     runs = {}
-    for side, name in names.items():
-        result = run_mask_stage(train, out / name, configs[side], progress=False)  # all cached: the summary
+    for setting, name in names.items():
+        result = run_mask_stage(train, out / name, configs[setting], progress=False)  # all cached: the summary
         quality = mask_quality(train, result, "labels")
         runs[name] = {
-            "grabcut_max_side": side,
+            "grabcut_max_side": setting[0],
+            "grabcut_iterations": setting[1],
             "images_per_s": round(images / wall[name], 3),
             "cpu_s_per_image": round(cpu_s[name] / images, 4),
             "cpu_s_per_image_median_of_chunks": round(float(np.median(per_chunk[name])), 4),
@@ -100,7 +106,7 @@ def compare_max_sides(data: Path, max_sides: list[int | None], chunk: int, limit
         run["speedup_cpu"] = round(base["cpu_s_per_image"] / run["cpu_s_per_image"], 3)
         run["label_miou_change"] = round(run["label_miou"] - base["label_miou"], 2)
     return {"benchmark": "mask_stage_max_side", "images": images, "chunk": chunk, "generator": "folder",
-            "grabcut_iterations": 5, "runs": runs}
+            "runs": runs}
 
 
 def main() -> None:
@@ -111,13 +117,17 @@ def main() -> None:
     parser.add_argument("--crf", action="store_true", help="include the dense CRF step")
     parser.add_argument("--data", type=Path, default=None, help="real photos: compare GrabCut max sides")
     parser.add_argument("--max-sides", nargs="+", default=["none", "320"],
-                        help="GrabCut max sides to compare ('none' = full size, the first is the baseline)")
+                        help="GrabCut max sides to compare ('none' = full size, the first is the baseline); "
+                             "SIDE:N runs N GrabCut iterations instead of c2f's default (e.g. 320:3)")
     parser.add_argument("--chunk", type=int, default=40, help="images per interleaved chunk")
     parser.add_argument("--limit", type=int, default=None, help="only the first N training images")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.data is not None:
-        sides = [None if side.lower() == "none" else int(side) for side in args.max_sides]
+        sides = []
+        for value in args.max_sides:
+            side, _, its = value.partition(":")
+            sides.append((None if side.lower() == "none" else int(side), int(its) if its else GRABCUT_ITERATIONS))
         with tempfile.TemporaryDirectory() as tmp:
             report = compare_max_sides(args.data, sides, args.chunk, args.limit, Path(tmp))
         text = json.dumps(report, indent=2)

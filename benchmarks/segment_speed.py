@@ -8,12 +8,16 @@ Three measurements on real VOC photos with an exported ONNX model (labels only, 
    interleaved (A/B/C/A/B/C...) into fresh output folders and the medians are reported, so a busy
    machine slows every variant alike. ``--full-crf`` adds the CRF at full resolution, all classes
    (the behaviour before :data:`c2f.inference.CRF_MAX_PIXELS`).
-2. ``crf_quality``: on the validation photos, mIoU without CRF, with the default CRF and with the
-   full-resolution CRF over all classes, from the same logits; the CRF's CPU-seconds per image of
-   both, interleaved per image.
+2. ``crf_quality``: on the validation photos, mIoU without CRF, with the default CRF (or each
+   ``--crf-pixels`` x ``--crf-iterations`` setting) and with the full-resolution 5-iteration CRF
+   over all classes (the reference; ``--reference-cache`` keeps its maps), from the same logits;
+   interleaved per image, the CPU-seconds per image of each variant and of the labels-only path
+   (read, model, argmax, write), and their ratio.
 
     python benchmarks/segment_speed.py --model voc-full.onnx --data ../shared/data/voc10-coseg --out seg.json
     python benchmarks/segment_speed.py --model voc-full.onnx --data DATA --images 40 --repeats 1 --val 30  # quick
+    python benchmarks/segment_speed.py --model voc-full.onnx --data DATA --skip-throughput --threads 1 \
+        --crf-pixels 60000 30000 20000 12000 --crf-iterations 5 3 2 --reference-cache ref.npz  # sweep
 """
 
 from __future__ import annotations
@@ -101,31 +105,106 @@ def throughput(engine: Engine, folder: Path, images: int, repeats: int, full_crf
             "ratios": {k: round(v, 3) for k, v in ratios.items()}}
 
 
-def crf_quality(engine: Engine, data: Path, count: int | None) -> dict:
-    """mIoU without CRF, with the default CRF and with the full-size all-class CRF, on the val photos."""
+def crf_quality(engine: Engine, data: Path, count: int | None, sweep: list[tuple[int | None, int]] | None = None,
+                reference_cache: Path | None = None, partial: Callable[[dict], None] | None = None) -> dict:
+    """mIoU without CRF, with the CRF at each (working pixels, iterations) of ``sweep`` (default: the
+    engine's) and with the full-size all-class 5-iteration CRF (the reference), on the val photos.
+
+    Per photo, interleaved (the order flips every photo): CPU-seconds of reading it and running the
+    model (shared by every variant), then of each variant's ``predict_from_logits`` and label PNG
+    write. ``labels_only`` is read + model + the no-CRF prediction and write, ``with_crf`` the same with
+    the variant's CRF; ``throughput_ratio`` = labels-only / with-CRF CPU-s per image. With
+    ``reference_cache`` (an .npz) the reference label maps and CPU-s are read from it when it holds
+    these photos, else computed and written there. ``partial`` gets the report so far every 10 photos.
+    """
     dataset = load_dataset(data)
     _, val = split(dataset, 0.25, seed=0)
     samples = val.samples[:count] if count else val.samples
     names = dataset.class_names
-    variants = {"no_crf": {"crf": False}, "crf_default": {"crf": True},
-                "crf_full_resolution": {"crf": True, "crf_max_pixels": None, "crf_prune_below": None}}
-    scorers = {name: Scorer(len(names)) for name in variants}
-    crf_cpu: dict[str, list[float]] = {name: [] for name in variants if name != "no_crf"}
-    for index, sample in enumerate(samples):
-        image, truth = read_image(sample.image), ground_truth(sample, dataset)
-        (logits, _), = list(engine.logits([image]))
-        order = list(variants) if index % 2 == 0 else list(variants)[::-1]
-        for name in order:
+    keys = [str(sample.image) for sample in samples]
+    cached: dict[str, tuple[np.ndarray, float]] = {}
+    if reference_cache is not None and reference_cache.exists():
+        with np.load(reference_cache, allow_pickle=False) as stored:
+            if list(stored["keys"]) == keys:
+                cached = {key: (stored[f"map{i}"], float(stored["cpu"][i])) for i, key in enumerate(keys)}
+    sweep = sweep or [(engine.crf_max_pixels, engine.crf_iterations)]
+    variants: dict[str, dict] = {"no_crf": {"crf": False}}
+    for pixels, iterations in sweep:
+        variants[f"crf_{pixels or 'full'}px_{iterations}it"] = {
+            "crf": True, "crf_max_pixels": pixels, "crf_prune_below": engine.crf_prune_below,
+            "crf_iterations": iterations}
+    reference = "crf_full_resolution"
+    if not cached:
+        variants[reference] = {"crf": True, "crf_max_pixels": None, "crf_prune_below": None, "crf_iterations": 5}
+    scorers = {name: Scorer(len(names)) for name in [*variants, reference]}
+    agree = {name: Scorer(len(names)) for name in variants if name != reference}  # vs the reference maps
+    cpu: dict[str, list[float]] = {name: [] for name in [*variants, reference]}
+    shared: list[float] = []
+    reference_maps: list[np.ndarray] = []
+    default = f"crf_{engine.crf_max_pixels or 'full'}px_{engine.crf_iterations}it"
+
+    def summarise(images: int) -> dict:
+        return _crf_summary(images, names, scorers, agree, cpu, shared, reference, bool(cached), default)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for index, sample in enumerate(samples):
+            truth = ground_truth(sample, dataset)
             began = time.process_time()
-            prediction = predict_from_logits(image, logits, None, max_pixels=engine.refine_max_pixels, **variants[name])
-            if name in crf_cpu:
-                crf_cpu[name].append(time.process_time() - began)
-            scorers[name].update(truth, prediction.label_map)
+            image = read_image(sample.image)
+            (logits, _), = list(engine.logits([image]))
+            shared.append(time.process_time() - began)
+            order = list(variants) if index % 2 == 0 else list(variants)[::-1]
+            maps = {}
+            for name in order:
+                began = time.process_time()
+                prediction = predict_from_logits(image, logits, None, max_pixels=engine.refine_max_pixels,
+                                                 **variants[name])
+                write_label_png(Path(tmp) / f"{name}.png", prediction.label_map)
+                cpu[name].append(time.process_time() - began)
+                maps[name] = prediction.label_map
+            if cached:
+                maps[reference], reference_cpu = cached[keys[index]]
+                cpu[reference].append(reference_cpu)
+            reference_maps.append(maps[reference])
+            for name, label_map in maps.items():
+                scorers[name].update(truth, label_map)
+                if name in agree:
+                    agree[name].update(maps[reference], label_map)
+            if (index + 1) % 10 == 0:
+                print(f"crf quality: {index + 1}/{len(samples)}", file=sys.stderr)
+                if partial is not None:
+                    partial(summarise(index + 1))
+    if reference_cache is not None and not cached:
+        np.savez_compressed(reference_cache, keys=np.array(keys), cpu=np.array(cpu[reference]),
+                            **{f"map{i}": m for i, m in enumerate(reference_maps)})
+    return summarise(len(samples))
+
+
+def _crf_summary(images: int, names: list[str], scorers: dict, agree: dict, cpu: dict, shared: list[float],
+                 reference: str, cached: bool, default: str) -> dict:
+    """crf_quality's report from its running scores and CPU times."""
     miou = {name: round(scorer.summary(names)["miou"] * 100, 2) for name, scorer in scorers.items()}
-    return {"images": len(samples), "miou": miou,
-            "crf_default_minus_full_resolution": round(miou["crf_default"] - miou["crf_full_resolution"], 2),
-            "crf_cpu_s_per_image_median": {k: round(float(np.median(v)), 4) for k, v in crf_cpu.items()},
-            "crf_cpu_s_per_image_mean": {k: round(float(np.mean(v)), 4) for k, v in crf_cpu.items()}}
+    shared_s = float(np.median(shared))
+    labels_only = shared_s + float(np.median(cpu["no_crf"]))
+    rows = {}
+    for name in scorers:
+        row = {"miou": miou[name], "minus_reference": round(miou[name] - miou[reference], 2),
+               "cpu_s_per_image_median": round(float(np.median(cpu[name])), 4),
+               "cpu_s_per_image_mean": round(float(np.mean(cpu[name])), 4)}
+        if name in agree:
+            row["pixel_agreement_miou_vs_reference"] = round(agree[name].summary(names)["miou"] * 100, 2)
+        if name != "no_crf":
+            with_crf = shared_s + float(np.median(cpu[name]))
+            row["with_crf_cpu_s_per_image"] = round(with_crf, 4)
+            row["throughput_ratio"] = round(labels_only / with_crf, 3)
+        rows[name] = row
+    report = {"images": images, "reference": reference + (" (cached)" if cached else ""),
+              "read_and_model_cpu_s_per_image_median": round(shared_s, 4),
+              "labels_only_cpu_s_per_image": round(labels_only, 4), "variants": rows,
+              "miou": miou, "crf_cpu_s_per_image_median": {k: v["cpu_s_per_image_median"] for k, v in rows.items()}}
+    if default in miou:
+        report["crf_default_minus_full_resolution"] = round(miou[default] - miou[reference], 2)
+    return report
 
 
 def main() -> None:
@@ -139,6 +218,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="segment's --workers (its CLI default)")
     parser.add_argument("--full-crf", action="store_true", help="also time the full-resolution CRF")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--crf-pixels", nargs="+", default=None,
+                        help="crf_quality sweep: CRF working sizes in pixels ('none' = full size); "
+                             "PIXELS:N runs only N iterations at that size")
+    parser.add_argument("--crf-iterations", type=int, nargs="+", default=None,
+                        help="crf_quality sweep: mean-field iterations (crossed with --crf-pixels)")
+    parser.add_argument("--reference-cache", type=Path, default=None,
+                        help="crf_quality: .npz holding the full-resolution CRF's label maps (made if absent)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     engine = Engine.open(args.model, device="cpu", threads=args.threads, batch_size=1)
@@ -153,7 +239,19 @@ def main() -> None:
             report["throughput"] = throughput(engine, folder, count, args.repeats, full, args.workers)
     if args.val >= 0:
         print("crf quality...", file=sys.stderr)
-        report["crf_quality"] = crf_quality(engine, args.data, args.val or None)
+        sweep = None
+        if args.crf_pixels or args.crf_iterations:
+            sweep = []
+            for value in args.crf_pixels or [str(engine.crf_max_pixels)]:
+                size, _, steps = value.partition(":")
+                pixels = None if size.lower() == "none" else int(size)
+                sweep += [(pixels, int(steps))] if steps else [
+                    (pixels, i) for i in args.crf_iterations or [engine.crf_iterations]]
+        def partial(so_far: dict) -> None:
+            if args.out:
+                args.out.write_text(json.dumps({**report, "crf_quality": so_far, "partial": True}, indent=2) + "\n")
+
+        report["crf_quality"] = crf_quality(engine, args.data, args.val or None, sweep, args.reference_cache, partial)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:

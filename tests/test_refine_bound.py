@@ -15,7 +15,9 @@ import pytest
 
 from c2f.data.io import read_image
 from c2f.data.synthetic import DEMO_CLASSES
-from c2f.inference import CRF_MAX_PIXELS, REFINE_MAX_PIXELS, Engine, predict_from_logits, upsample_labels, working_size
+from c2f.inference import (
+    CRF_ITERATIONS, CRF_MAX_PIXELS, REFINE_MAX_PIXELS, Engine, predict_from_logits, upsample_labels, working_size,
+)
 from c2f.inference.engine import label_map_from_probs
 from c2f.refine.crf import dense_crf
 
@@ -173,7 +175,8 @@ def test_engine_refines_a_big_image_at_the_working_size(demo_data, semantic_onnx
 
 
 def test_crf_runs_at_its_own_bound_with_kernels_scaled_to_it(demo_data, semantic_onnx, monkeypatch):
-    """A VOC-sized photo is CRF-refined at CRF_MAX_PIXELS, the kernel widths scaled by the same factor."""
+    """A VOC-sized photo is CRF-refined at CRF_MAX_PIXELS with CRF_ITERATIONS mean-field steps, the kernel
+    widths scaled by the same factor; the engine's ``crf_iterations`` overrides the steps."""
     import c2f.refine.crf as crf_module
 
     seen = []
@@ -195,6 +198,9 @@ def test_crf_runs_at_its_own_bound_with_kernels_scaled_to_it(demo_data, semantic
     scale = (work[0] * work[1] / (375 * 500)) ** 0.5
     assert shape == work and probs_shape[1:] == work
     assert kwargs["sxy_bilateral"] == pytest.approx(67 * scale) and kwargs["sxy_gauss"] == pytest.approx(3 * scale)
+    assert kwargs["iterations"] == CRF_ITERATIONS
+    Engine(engine.backend, crf_iterations=2).segment([image], crf=True)
+    assert seen[-1][2]["iterations"] == 2
 
 
 def test_crf_leaves_out_classes_absent_from_the_image():

@@ -2,6 +2,7 @@
 
 from .backends import Backend, ModelFileError, ModelInfo, OnnxBackend, TorchBackend, load_backend
 from .engine import (
+    CRF_ITERATIONS,
     CRF_MAX_PIXELS,
     CRF_PRUNE_BELOW,
     REFINE_MAX_PIXELS,
@@ -19,6 +20,7 @@ from .engine import (
 )
 
 __all__ = [
+    "CRF_ITERATIONS",
     "CRF_MAX_PIXELS",
     "CRF_PRUNE_BELOW",
     "REFINE_MAX_PIXELS",

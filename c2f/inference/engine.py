@@ -149,16 +149,21 @@ def working_size(height: int, width: int, max_pixels: int | None = REFINE_MAX_PI
     return max(1, int(height * scale)), max(1, int(width * scale))
 
 
-# Pixels the dense CRF works on. Full-size CRF is most of `c2f segment --crf`'s time; at 60 000
-# pixels (about 283x212 for VOC's 500x375) with the kernel widths scaled to the working size and the
-# pruning below, the 179 VOC val photos (21-class voc-full model, benchmarks/segment_speed.py) keep
-# their mIoU (42.21 vs 42.15 at full size) at 0.16 instead of 0.43 CPU-s per image.
-CRF_MAX_PIXELS = 60_000
+# Pixels the dense CRF works on. Full-size CRF is most of `c2f segment --crf`'s time; at 12 000
+# pixels (about 126x94 for VOC's 500x375) with the kernel widths scaled to the working size and the
+# pruning below, the first 40 VOC val photos (21-class deeplab-lite, benchmarks/segment_speed.py sweep,
+# benchmarks/README.md "Dense CRF") keep their mIoU within 0.3 of the full-size CRF (17.90 vs 18.20) at
+# 0.033 instead of 0.37 CPU-s per image (60 000 px: 18.14 at 0.14), so `--crf` keeps 0.69 of the
+# labels-only throughput (60 000 px: 0.28).
+CRF_MAX_PIXELS = 12_000
 
 # Classes whose probability stays at or below this everywhere in the image are left out of the CRF
 # (background never is); the CRF's cost grows with the classes it carries and such a class cannot
 # win a pixel after 5 mean-field steps anyway. VOC val: 0.30 s vs 0.44 s per image, mIoU -0.01.
 CRF_PRUNE_BELOW = 0.05
+
+# Mean-field steps of the engine's dense CRF (DeepLab's count; benchmarks/README.md, "Dense CRF").
+CRF_ITERATIONS = 5
 
 
 def _tighter(first: int | None, second: int | None) -> int | None:
@@ -169,13 +174,15 @@ def _tighter(first: int | None, second: int | None) -> int | None:
 
 def bounded_crf(
     image: np.ndarray, probs: np.ndarray, *, sxy_scale: float = 1.0, prune_below: float | None = CRF_PRUNE_BELOW,
+    iterations: int = CRF_ITERATIONS,
 ) -> np.ndarray:
     """Dense CRF marginals (CxHxW float32) of ``probs`` over the classes present in the image.
 
     Classes whose probability never exceeds ``prune_below`` (None: keep all) are left out and get
     zero probability; the rest are renormalised. The kernel widths are DeepLab's multiplied by
     ``sxy_scale`` (the working size's linear scale against the image as refined without the CRF's
-    own bound), so a kernel covers the same part of the picture at any working size.
+    own bound), so a kernel covers the same part of the picture at any working size. ``iterations``
+    is the number of mean-field steps.
     """
     from c2f.refine.crf import SXY_BILATERAL, SXY_GAUSSIAN, dense_crf
 
@@ -191,7 +198,7 @@ def bounded_crf(
     kept = probs[keep] if len(keep) < classes else probs
     if len(keep) < classes:
         kept = kept / kept.sum(axis=0, keepdims=True)
-    out[keep] = dense_crf(image, np.ascontiguousarray(kept, dtype=np.float32),
+    out[keep] = dense_crf(image, np.ascontiguousarray(kept, dtype=np.float32), iterations=iterations,
                           sxy_gauss=SXY_GAUSSIAN * sxy_scale, sxy_bilateral=SXY_BILATERAL * sxy_scale)
     return out
 
@@ -333,6 +340,7 @@ def predict_from_logits(
     *,
     crf_max_pixels: int | None = CRF_MAX_PIXELS,
     crf_prune_below: float | None = CRF_PRUNE_BELOW,
+    crf_iterations: int = CRF_ITERATIONS,
 ) -> Prediction:
     """One image's prediction from the model's CxhxW logits for it (padding already cut off).
 
@@ -343,8 +351,8 @@ def predict_from_logits(
     upsampled (:func:`upsample_labels`) and the probabilities resized to the image's size when first
     read (:class:`Prediction`). With ``crf`` the working size is bounded by ``crf_max_pixels`` too
     (GrabCut and the own-class rule then run at that size as well) and the CRF leaves out classes
-    below ``crf_prune_below`` (:func:`bounded_crf`). ``stop`` is asked before each refinement step;
-    :class:`Cancelled` ends the work when it says so.
+    below ``crf_prune_below``, with ``crf_iterations`` mean-field steps (:func:`bounded_crf`).
+    ``stop`` is asked before each refinement step; :class:`Cancelled` ends the work when it says so.
 
     With no refinement and no ``labels`` the label map is :func:`argmax_resized` of the logits and
     the probabilities are made only when read.
@@ -364,7 +372,8 @@ def predict_from_logits(
         began = time.perf_counter()
         kernels_for = working_size(height, width, max_pixels)  # the size DeepLab's widths apply to
         scale = ((work[0] * work[1]) / (kernels_for[0] * kernels_for[1])) ** 0.5
-        probs = bounded_crf(work_image, probs, sxy_scale=scale, prune_below=crf_prune_below)
+        probs = bounded_crf(work_image, probs, sxy_scale=scale, prune_below=crf_prune_below,
+                            iterations=crf_iterations)
         timings["crf_s"] = time.perf_counter() - began
     if grabcut:
         _check(stop, "grabcut")
@@ -386,13 +395,14 @@ class Engine:
     ``refine_max_pixels`` bounds the working resolution of CRF and GrabCut (see
     :func:`working_size`); None refines every image at full size. ``crf_max_pixels`` and
     ``crf_prune_below`` are the CRF's own bound and class pruning (:func:`predict_from_logits`;
-    None turns each off).
+    None turns each off), ``crf_iterations`` its mean-field steps.
     """
 
     def __init__(
         self, backend: Backend, batch_size: int = 8, keep_aspect: bool = False,
         refine_max_pixels: int | None = REFINE_MAX_PIXELS, *,
         crf_max_pixels: int | None = CRF_MAX_PIXELS, crf_prune_below: float | None = CRF_PRUNE_BELOW,
+        crf_iterations: int = CRF_ITERATIONS,
     ) -> None:
         self.backend = backend
         self.batch_size = batch_size
@@ -400,15 +410,17 @@ class Engine:
         self.refine_max_pixels = refine_max_pixels
         self.crf_max_pixels = crf_max_pixels
         self.crf_prune_below = crf_prune_below
+        self.crf_iterations = crf_iterations
 
     @classmethod
     def open(
         cls, path: str | Path, device: str = "auto", threads: int | None = None, batch_size: int = 8,
         keep_aspect: bool = False, refine_max_pixels: int | None = REFINE_MAX_PIXELS, *,
         crf_max_pixels: int | None = CRF_MAX_PIXELS, crf_prune_below: float | None = CRF_PRUNE_BELOW,
+        crf_iterations: int = CRF_ITERATIONS,
     ) -> "Engine":
         return cls(load_backend(path, device, threads), batch_size, keep_aspect, refine_max_pixels,
-                   crf_max_pixels=crf_max_pixels, crf_prune_below=crf_prune_below)
+                   crf_max_pixels=crf_max_pixels, crf_prune_below=crf_prune_below, crf_iterations=crf_iterations)
 
     @property
     def info(self) -> ModelInfo:
@@ -467,7 +479,8 @@ class Engine:
         for index, (logit, model_s) in enumerate(self.logits(images, stop)):
             prediction = predict_from_logits(images[index], logit, resolved[index], crf, grabcut,
                                              self.refine_max_pixels, stop, crf_max_pixels=self.crf_max_pixels,
-                                             crf_prune_below=self.crf_prune_below)
+                                             crf_prune_below=self.crf_prune_below,
+                                             crf_iterations=self.crf_iterations)
             prediction.timings = {"model_s": model_s, **prediction.timings}
             results.append(prediction)
         return results
