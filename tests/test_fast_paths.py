@@ -67,10 +67,15 @@ def test_grabcut_works_at_its_bounded_size_by_default(monkeypatch):
 def test_mask_stage_and_relabelling_default_to_the_bounded_grabcut():
     import inspect
 
+    from c2f.masks.config import MaskConfig
     from c2f.refine.grabcut import GRABCUT_MAX_SIDE, grabcut_refine
-    from c2f.masks.stage import run_mask_stage
+    from c2f.refine.labels import postprocess_prediction
+    from c2f.training import TrainConfig
+    from c2f.training.relabel import relabel
 
-    assert inspect.signature(run_mask_stage).parameters["grabcut_max_side"].default == GRABCUT_MAX_SIDE
+    assert MaskConfig().grabcut_max_side == TrainConfig().masks.grabcut_max_side == GRABCUT_MAX_SIDE
+    assert inspect.signature(relabel).parameters["grabcut_max_side"].default == GRABCUT_MAX_SIDE
+    assert inspect.signature(postprocess_prediction).parameters["grabcut_max_side"].default == GRABCUT_MAX_SIDE
     assert inspect.signature(grabcut_refine).parameters["max_side"].default == GRABCUT_MAX_SIDE
 
 
