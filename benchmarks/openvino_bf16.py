@@ -57,6 +57,9 @@ from c2f.inference import OnnxBackend
 from c2f.inference.backends import DEFAULT_THREADS
 from c2f.inference.engine import argmax_resized, to_batch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from inference_speed import interleaved  # noqa: E402  the interleaved timing loop, shared
+
 # The issue's rule for adding the backend.
 MIN_AGREEMENT = 0.995
 MIN_SPEEDUP = 1.5
@@ -226,32 +229,25 @@ def quality(backends: dict[str, Any], images: list[np.ndarray], truths: list[np.
 
 
 def speed(backends: dict[str, Any], pixels: np.ndarray, warmup: int, rounds: int) -> dict[str, Any]:
-    """Images/s and CPU-s per image of each backend at each batch size, interleaved rounds, medians."""
+    """Images/s and CPU-s per image of each backend at each batch size: inference_speed's interleaved
+    rounds (order reversed every other round), exactly ``rounds`` of them after ``warmup``, medians."""
     runs = {name: backend.run for name, backend in backends.items()}
     count = len(pixels)
     result: dict[str, Any] = {"images_per_round": count, "warmup_rounds": warmup, "rounds": rounds}
     for batch in BATCHES:
-        names = list(runs)
-        wall: dict[str, list[float]] = {name: [] for name in names}
-        cpu: dict[str, list[float]] = {name: [] for name in names}
         began_loop = time.perf_counter()
-        for index in range(warmup + rounds):
-            for name in (names if index % 2 == 0 else names[::-1]):
-                began_cpu, began = time.process_time(), time.perf_counter()
-                run_batched(runs[name], pixels, batch)
-                if index >= warmup:
-                    wall[name].append(time.perf_counter() - began)
-                    cpu[name].append(time.process_time() - began_cpu)
-            if index >= warmup:
-                log(f"batch {batch} round {index - warmup + 1}/{rounds}: " + ", ".join(
-                    f"{name} {count / wall[name][-1]:.1f} img/s" for name in names))
+        candidates = {name: (lambda run=run: run_batched(run, pixels, batch)) for name, run in runs.items()}
+        timed = interleaved(candidates, warmup, rounds, budget_s=float("inf"))
+        failed = {name: row["error"] for name, row in timed.items() if "error" in row}
+        if failed:
+            raise RuntimeError(f"batch {batch}: {failed}")
         rows = {}
-        for name in names:
-            median_wall, median_cpu = float(np.median(wall[name])), float(np.median(cpu[name]))
-            rows[name] = {"images_per_s": round(count / median_wall, 2),
-                          "ms_per_image": round(1000 * median_wall / count, 2),
-                          "cpu_s_per_image": round(median_cpu / count, 4),
-                          "images_per_s_runs": [round(count / w, 2) for w in wall[name]]}
+        for name, row in timed.items():
+            rows[name] = {"images_per_s": round(count / row["median_s"], 2),
+                          "ms_per_image": round(1000 * row["median_s"] / count, 2),
+                          "cpu_s_per_image": round(row["cpu_median_s"] / count, 4),
+                          "best_images_per_s": round(count / row["min_s"], 2)}
+        log(f"batch {batch}: " + ", ".join(f"{name} {rows[name]['images_per_s']:.1f} img/s" for name in timed))
         ratio = lambda a, b, k: round(rows[a][k] / rows[b][k], 3)  # noqa: E731
         rows["ratios"] = {
             "bf16_vs_fp32_images_per_s": ratio("openvino_bf16", "openvino_fp32", "images_per_s"),

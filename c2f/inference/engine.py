@@ -151,10 +151,10 @@ def working_size(height: int, width: int, max_pixels: int | None = REFINE_MAX_PI
 
 # Pixels the dense CRF works on. Full-size CRF is most of `c2f segment --crf`'s time; at 12 000
 # pixels (about 126x94 for VOC's 500x375) with the kernel widths scaled to the working size and the
-# pruning below, the first 40 VOC val photos (21-class deeplab-lite, benchmarks/segment_speed.py sweep,
-# benchmarks/README.md "Dense CRF") keep their mIoU within 0.3 of the full-size CRF (17.90 vs 18.20) at
-# 0.033 instead of 0.37 CPU-s per image (60 000 px: 18.14 at 0.14), so `--crf` keeps 0.69 of the
-# labels-only throughput (60 000 px: 0.28).
+# pruning below, the 179 VOC val photos (21-class voc-full model, benchmarks/segment_speed.py sweep,
+# benchmarks/README.md "Dense CRF") keep their mIoU within 0.32 of the full-size CRF (41.46 vs 41.78)
+# at 0.035 instead of 0.36 CPU-s per image (60 000 px: 41.79 at 0.14), so `--crf` keeps 0.64 of the
+# labels-only throughput in CPU-s (60 000 px: 0.26).
 CRF_MAX_PIXELS = 12_000
 
 # Classes whose probability stays at or below this everywhere in the image are left out of the CRF

@@ -94,37 +94,30 @@ def stage_output_path(stage: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class _Config:
-    """Everything a worker needs besides the sample; picklable."""
+    """Everything a worker needs besides the sample; picklable.
+
+    ``mask`` holds the settings; the coarse generator comes built (and fitted) as ``generator``, so
+    ``mask.generator``/``mask.generator_options`` are not read here.
+    """
 
     out_dir: Path
     generator: CoarseGenerator
-    grabcut: bool
-    grabcut_iterations: int
-    grabcut_max_side: int | None
-    crf: bool
-    ignore_band: int
-    min_fg: float
-    max_fg: float
-
-    @classmethod
-    def of(cls, config: MaskConfig, out_dir: Path, generator: CoarseGenerator) -> "_Config":
-        """What a worker needs of `config`, with the generator already built (and fitted)."""
-        return cls(out_dir, generator, config.grabcut, config.grabcut_iterations, config.grabcut_max_side,
-                   config.crf, config.ignore_band, config.min_fg, config.max_fg)
+    mask: MaskConfig
 
     def settings(self) -> dict[str, Any]:
         """The journal's settings (their hash names it): keys and values fixed, so caches stay valid."""
+        mask = self.mask
         return {
             "format_version": FORMAT_VERSION,
             "generator": self.generator.name,
             "generator_settings": self.generator.settings(),
-            "grabcut": self.grabcut,
-            "grabcut_iterations": self.grabcut_iterations,
-            "grabcut_max_side": self.grabcut_max_side,
-            "crf": self.crf,
-            "ignore_band": self.ignore_band,
-            "min_fg": self.min_fg,
-            "max_fg": self.max_fg,
+            "grabcut": mask.grabcut,
+            "grabcut_iterations": mask.grabcut_iterations,
+            "grabcut_max_side": mask.grabcut_max_side,
+            "crf": mask.crf,
+            "ignore_band": mask.ignore_band,
+            "min_fg": mask.min_fg,
+            "max_fg": mask.max_fg,
         }
 
     def input_state(self, sample: Sample) -> dict[str, Any]:
@@ -163,30 +156,30 @@ def process_sample(config: _Config, sample: Sample) -> dict[str, Any]:
                          f"for a {image.shape[:2]} image ({sample.key})")
 
     refined, fallback = coarse, None
-    if config.grabcut:
+    if config.mask.grabcut:
         tick = time.perf_counter()
-        result = grabcut_refine(image, coarse, config.grabcut_iterations,
-                                max_side=config.grabcut_max_side, seed=key_seed(sample.key))
+        result = grabcut_refine(image, coarse, config.mask.grabcut_iterations,
+                                max_side=config.mask.grabcut_max_side, seed=key_seed(sample.key))
         refined, fallback = result.mask, result.fallback
         times["grabcut"] = time.perf_counter() - tick
-    if config.crf:
+    if config.mask.crf:
         tick = time.perf_counter()
         refined = crf_refine_mask(image, refined)
         times["crf"] = time.perf_counter() - tick
 
     evidence = config.generator.class_evidence(image, sample) if len(sample.labels) > 1 else None
     if evidence is not None:
-        label_map = compose_label_map(refined, sample.labels, config.ignore_band, evidence)
+        label_map = compose_label_map(refined, sample.labels, config.mask.ignore_band, evidence)
     else:  # multi-label: compose with any one label (for the band), then hide which one it was
-        label_map = compose_label_map(refined, sample.labels[:1], config.ignore_band)
+        label_map = compose_label_map(refined, sample.labels[:1], config.mask.ignore_band)
         if len(sample.labels) > 1:
             label_map[label_map != 0] = IGNORE
     fraction = float(refined.mean())  # not of the label map: multi-label maps have no class fg
     dropped = None
-    if fraction < config.min_fg:
-        dropped = f"foreground<{config.min_fg:.0%}"
-    elif fraction > config.max_fg:
-        dropped = f"foreground>{config.max_fg:.0%}"
+    if fraction < config.mask.min_fg:
+        dropped = f"foreground<{config.mask.min_fg:.0%}"
+    elif fraction > config.mask.max_fg:
+        dropped = f"foreground>{config.mask.max_fg:.0%}"
 
     tick = time.perf_counter()
     outputs = {stage: stage_output_path(stage, sample.key) for stage in ("coarse", "refined")}
@@ -391,7 +384,7 @@ def run_mask_stage(
         barrier()
     if rank != 0:
         generator.fit(dataset, out_dir / "generators", progress=False)
-    job = _Config.of(config, out_dir, generator)  # what each worker gets
+    job = _Config(out_dir, generator, config)  # what each worker gets
     settings_hash = hashlib.sha256(
         json.dumps(job.settings(), sort_keys=True).encode()).hexdigest()[:16]
     out_dir.mkdir(parents=True, exist_ok=True)

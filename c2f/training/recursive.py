@@ -291,8 +291,7 @@ def _relabel(run: _Run, engines: list[Engine], folder: Path, *, write_masks: boo
     return relabel(engines, run.train_set, folder, grabcut=run.cfg.round_grabcut,
                    grabcut_iterations=masks.grabcut_iterations, grabcut_max_side=masks.grabcut_max_side,
                    min_fg=masks.min_fg, max_fg=masks.max_fg, ignore_band=masks.ignore_band, agree_with=agree_with,
-                   workers=masks.workers,
-                   write_masks=write_masks, progress=run.progress)
+                   workers=masks.workers, write_masks=write_masks, progress=run.progress)
 
 
 def write_final_masks(run: _Run, checkpoint: Path) -> dict:
