@@ -61,7 +61,9 @@ class LocalServer:
         self.log_when_ready = ""
         self._log = open(self.log_path, "wb")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("C2F_")}
-        full_env.update({"BENTOML_DO_NOT_TRACK": "True", "PYTHONUNBUFFERED": "1", **env})
+        scratch = self.log_path.parent / f"tmp-{self.port}"  # BentoML's upload files: not in the system /tmp
+        scratch.mkdir(exist_ok=True)
+        full_env.update({"BENTOML_DO_NOT_TRACK": "True", "PYTHONUNBUFFERED": "1", "TMPDIR": str(scratch), **env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bentoml", "serve", "c2f.serving.service:Segmenter",
              "--host", "127.0.0.1", "--port", str(self.port)],

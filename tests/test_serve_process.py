@@ -162,11 +162,13 @@ def test_idle_server_stops_completely_on_signal(serve, signum):
     server.signal_and_check_gone(signum)
 
 
-def test_busy_server_stops_completely_on_sigterm(serve):
+def test_busy_server_stops_completely_on_sigterm(serve, tmp_path):
     """A request in flight (CRF and GrabCut on a large image) does not keep anything running."""
     # At full size (no working-resolution bound) CRF and GrabCut on 12 MP take minutes: the request
     # is surely still in flight when the signal comes, and long after c2f serve's 5 s of grace.
-    server = serve(C2F_REFINE_MAX_PIXELS="0", C2F_CRF_MAX_PIXELS="0")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    server = serve(C2F_REFINE_MAX_PIXELS="0", C2F_CRF_MAX_PIXELS="0", TMPDIR=str(scratch))
     data = _png(3000, 4000)
     outcome: dict[str, object] = {}
 
@@ -181,9 +183,12 @@ def test_busy_server_stops_completely_on_sigterm(serve):
     thread.start()
     time.sleep(3)  # upload, decode and the model call; CRF and GrabCut take far longer
     assert thread.is_alive(), f"the request finished before the signal: {outcome}"
+    uploads = [p for p in scratch.rglob("*") if p.is_file()]
+    assert uploads, "the upload in flight is kept in a temporary file inside c2f serve's own TMPDIR"
     server.signal_and_check_gone(signal.SIGTERM)
     thread.join(timeout=30)
     assert "response" not in outcome or outcome["response"].status_code != 200  # type: ignore[union-attr]
+    assert not list(scratch.iterdir()), "the killed worker's temporary files are removed with the tree"
 
 
 def test_starts_from_a_directory_holding_another_c2f_package(serve, tmp_path):

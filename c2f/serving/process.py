@@ -11,6 +11,10 @@ every process below it (it is the parent of the server and, on Linux, the child 
 tree, so orphans stay below it), forwards the stop to the server, lets it shut down gracefully for
 ``grace_s`` seconds and then SIGKILLs whatever is left, by PID.
 
+The tree gets a temporary folder of its own as ``TMPDIR``, removed once the tree is gone: BentoML
+keeps each upload in a temporary file while the request runs, and a worker stopped mid-request
+would otherwise leave the user's image behind in the system's temporary folder.
+
 Only ``psutil`` (a BentoML dependency) is needed; this module imports no BentoML.
 """
 
@@ -18,9 +22,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 from contextlib import suppress
@@ -57,7 +63,8 @@ def run_supervised(args: t.Sequence[str], *, env: dict[str, str] | None = None, 
 
     On a stop signal the server's process gets SIGTERM; after ``grace_s`` seconds (or at once on a
     second stop signal) every process still left in the tree gets SIGKILL. Returns the server's exit
-    status when it exited on its own, 0 when it was stopped by a signal.
+    status when it exited on its own, 0 when it was stopped by a signal. The tree's ``TMPDIR`` is a
+    fresh folder inside this process's temporary folder, deleted after the tree has stopped.
     """
     import psutil
 
@@ -69,6 +76,8 @@ def run_supervised(args: t.Sequence[str], *, env: dict[str, str] | None = None, 
 
     previous = {signum: signal.signal(signum, on_signal) for signum in _stop_signals()}
     proc: subprocess.Popen | None = None
+    scratch = tempfile.mkdtemp(prefix=f"c2f-{name}-")
+    env = {**(os.environ if env is None else env), "TMPDIR": scratch}
     try:
         # Its own session: a terminal's Ctrl+C reaches only this process, which decides what to do.
         proc = subprocess.Popen(list(args), env=env, cwd=cwd, start_new_session=True)
@@ -80,6 +89,7 @@ def run_supervised(args: t.Sequence[str], *, env: dict[str, str] | None = None, 
     finally:
         if proc is not None:
             _stop_tree(proc, received, grace_s, name, psutil)
+        shutil.rmtree(scratch, ignore_errors=True)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
