@@ -8,7 +8,7 @@ What one run measures, on the CPU and in one process (memory excepted: each of t
   images/s for ONNX Runtime fp32 (c2f's ``OnnxBackend`` on c2f's own export), torch eager NCHW,
   torch eager channels_last and torch.compile (skipped, with the reason, when it cannot run), the
   model's FLOPs (``torch.utils.flop_counter``) and the share of the peak each backend reaches;
-* the cost per image of the refinements: dense CRF (21 classes) and GrabCut (5 iterations);
+* the cost per image of the refinements: dense CRF (21 classes) and GrabCut;
 * the engine's own overhead: ``Engine.segment`` minus ``backend.run`` (resizing in, upsampling and
   softmax out, argmax), with ``to_batch`` and ``softmax_resized`` timed alone;
 * peak resident memory of a fresh process serving the model with ONNX Runtime or torch eager.
@@ -358,14 +358,16 @@ def bench_refinement(onnx_path: Path, settings: Settings) -> dict[str, Any]:
 
     CRF on the model's own probabilities: all classes at full size, and :func:`c2f.inference.bounded_crf`
     at :data:`c2f.inference.CRF_MAX_PIXELS` with classes pruned, as ``Engine.segment(crf=True)`` runs it.
-    GrabCut (5 iterations) at full size and at :data:`c2f.refine.grabcut.GRABCUT_MAX_SIDE`.
+    GrabCut at full size with OpenCV's usual 5 iterations, and at c2f's defaults
+    (:data:`c2f.refine.grabcut.GRABCUT_MAX_SIDE`, :data:`~c2f.refine.grabcut.GRABCUT_ITERATIONS`).
     """
     from c2f.inference import CRF_MAX_PIXELS, Engine, OnnxBackend, predict_from_logits
     from c2f.refine.crf import dense_crf
-    from c2f.refine.grabcut import GRABCUT_MAX_SIDE, grabcut_refine
+    from c2f.refine.grabcut import GRABCUT_ITERATIONS, GRABCUT_MAX_SIDE, grabcut_refine
 
     engine = Engine(OnnxBackend(onnx_path, "cpu", settings.threads), batch_size=1)
-    result: dict[str, Any] = {"crf_classes": engine.info.num_classes, "crf_iterations": 5, "grabcut_iterations": 5,
+    result: dict[str, Any] = {"crf_classes": engine.info.num_classes, "crf_iterations": 5,
+                              "grabcut_full_iterations": 5, "grabcut_iterations": GRABCUT_ITERATIONS,
                               "crf_max_pixels": CRF_MAX_PIXELS, "grabcut_max_side": GRABCUT_MAX_SIDE}
     for height, width in settings.refine_shapes:
         image, mask = demo_image(height, width)
@@ -377,7 +379,7 @@ def bench_refinement(onnx_path: Path, settings: Settings) -> dict[str, Any]:
             "crf_full": lambda: dense_crf(image, probs),
             "crf_default": lambda: predict_from_logits(image, logits, crf=True),
             "grabcut_full": lambda: grabcut_refine(image, coarse, iterations=5, max_side=None),
-            "grabcut_default": lambda: grabcut_refine(image, coarse, iterations=5),
+            "grabcut_default": lambda: grabcut_refine(image, coarse),
         }, 1, settings.repeats, settings.budget_s, settings.min_s)
         key = f"{width}x{height}"
         for name, timing in timings.items():

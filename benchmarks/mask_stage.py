@@ -5,16 +5,17 @@ output folders so nothing comes from the cache. Prints one JSON document.
 
     python benchmarks/mask_stage.py --images 60 --workers 1 2
 
-With ``--data`` it instead compares GrabCut working sizes on real photos (the VOC training split of
-:func:`c2f.data.datasets.split`, seed 0, 25 % val): one worker, the dataset's own coarse masks
-(``folder`` generator), one stage run per ``--max-sides`` value (``SIDE:N``: with N GrabCut iterations
-instead of c2f's 5). The runs are interleaved chunk by chunk (``--chunk`` images of A, then of B, ...),
-so load changes on a shared machine hit every setting alike; reported are images/s, CPU-seconds per
-image, the stage's per-step seconds and the Table I label mIoU (:func:`c2f.masks.mask_quality` of the
-label maps)::
+With ``--data`` it instead compares GrabCut settings on real photos (the VOC training split of
+:func:`c2f.data.datasets.split`, seed 0, 25 % val): one worker, coarse masks from ``--generator``
+(c2f's ``saliency``, what ``c2f train`` uses, or ``folder``: the dataset's own saliency maps), one
+stage run per ``--max-sides`` value ``SIDE[:N[:CORE]]``: GrabCut at SIDE px (``none``: full size)
+with N iterations and a sure-foreground core eroded by CORE (defaults: c2f's). The runs are
+interleaved chunk by chunk (``--chunk`` images of A, then of B, ...), so load changes on a shared
+machine hit every setting alike; reported are images/s, CPU-seconds per image, the stage's per-step
+seconds and the Table I label mIoU (:func:`c2f.masks.mask_quality` of the label maps)::
 
-    python benchmarks/mask_stage.py --data ../shared/data/voc10-coseg --max-sides none 320 256 --out ms.json
-    python benchmarks/mask_stage.py --data ../shared/data/voc10-coseg --max-sides none 320 320:3 384:3 --limit 120
+    python benchmarks/mask_stage.py --data ../shared/data/voc10-coseg --max-sides none:5:0.3 320:5:0.3 256:3:0.5
+    python benchmarks/mask_stage.py --data ../shared/data/voc10-coseg --generator folder --max-sides none 320 --limit 120
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from pathlib import Path
 from c2f.data.layouts import load_dataset
 from c2f.data.synthetic import generate_demo_dataset
 from c2f.masks import MaskConfig, run_mask_stage
-from c2f.refine.grabcut import GRABCUT_ITERATIONS
+from c2f.refine.grabcut import GRABCUT_CORE_EROSION, GRABCUT_ITERATIONS
+
+Setting = tuple[int | None, int, float]  # GrabCut max side (None: full size), iterations, core erosion
 
 
 def measure(data: Path, workers: int, out: Path, crf: bool) -> dict:
@@ -49,9 +52,17 @@ def measure(data: Path, workers: int, out: Path, crf: bool) -> dict:
     }
 
 
-def compare_max_sides(data: Path, max_sides: list[tuple[int | None, int]], chunk: int, limit: int | None,
-                      out: Path) -> dict:
-    """Interleaved one-worker stage runs per (GrabCut max side, iterations) on the VOC training photos."""
+def parse_setting(value: str) -> Setting:
+    """``SIDE[:N[:CORE]]`` -> (max side, iterations, core erosion); ``none`` is full size."""
+    side, _, rest = value.partition(":")
+    its, _, core = rest.partition(":")
+    return (None if side.lower() == "none" else int(side), int(its) if its else GRABCUT_ITERATIONS,
+            float(core) if core else GRABCUT_CORE_EROSION)
+
+
+def compare_max_sides(data: Path, max_sides: list[Setting], chunk: int, limit: int | None,
+                      out: Path, generator: str = "saliency") -> dict:
+    """Interleaved one-worker stage runs per (GrabCut max side, iterations, core) on the VOC training photos."""
     import dataclasses
     import resource
 
@@ -67,13 +78,13 @@ def compare_max_sides(data: Path, max_sides: list[tuple[int | None, int]], chunk
     train, _ = split(load_dataset(data), 0.25, seed=0)
     if limit:
         train = dataclasses.replace(train, samples=train.samples[:limit])
-    names = {(side, its): f"max_side_{side or 'full'}" + ("" if its == GRABCUT_ITERATIONS else f"_{its}it")
-             for side, its in max_sides}
+    names = {setting: f"max_side_{setting[0] or 'full'}_{setting[1]}it_core{setting[2]:g}" for setting in max_sides}
     wall = dict.fromkeys(names.values(), 0.0)
     cpu_s = dict.fromkeys(names.values(), 0.0)
     per_chunk: dict[str, list[float]] = {name: [] for name in names.values()}
-    configs = {(side, its): MaskConfig(generator="folder", workers=1, grabcut_max_side=side,
-                                       grabcut_iterations=its) for side, its in max_sides}
+    configs = {(side, its, core): MaskConfig(generator=generator, workers=1, grabcut_max_side=side,
+                                             grabcut_iterations=its, grabcut_core_erosion=core)
+               for side, its, core in max_sides}
     for index, start in enumerate(range(0, len(train.samples), chunk)):
         part = dataclasses.replace(train, samples=train.samples[start:start + chunk])
         order = max_sides if index % 2 == 0 else max_sides[::-1]
@@ -92,6 +103,7 @@ def compare_max_sides(data: Path, max_sides: list[tuple[int | None, int]], chunk
         runs[name] = {
             "grabcut_max_side": setting[0],
             "grabcut_iterations": setting[1],
+            "grabcut_core_erosion": setting[2],
             "images_per_s": round(images / wall[name], 3),
             "cpu_s_per_image": round(cpu_s[name] / images, 4),
             "cpu_s_per_image_median_of_chunks": round(float(np.median(per_chunk[name])), 4),
@@ -105,7 +117,7 @@ def compare_max_sides(data: Path, max_sides: list[tuple[int | None, int]], chunk
         run["speedup_images_per_s"] = round(run["images_per_s"] / base["images_per_s"], 3)
         run["speedup_cpu"] = round(base["cpu_s_per_image"] / run["cpu_s_per_image"], 3)
         run["label_miou_change"] = round(run["label_miou"] - base["label_miou"], 2)
-    return {"benchmark": "mask_stage_max_side", "images": images, "chunk": chunk, "generator": "folder",
+    return {"benchmark": "mask_stage_max_side", "images": images, "chunk": chunk, "generator": generator,
             "runs": runs}
 
 
@@ -115,21 +127,20 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200, help="image side before the +-20%% jitter")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--crf", action="store_true", help="include the dense CRF step")
-    parser.add_argument("--data", type=Path, default=None, help="real photos: compare GrabCut max sides")
+    parser.add_argument("--data", type=Path, default=None, help="real photos: compare GrabCut settings")
+    parser.add_argument("--generator", choices=("saliency", "folder"), default="saliency",
+                        help="coarse masks with --data: c2f's saliency or the dataset's saliency maps")
     parser.add_argument("--max-sides", nargs="+", default=["none", "320"],
-                        help="GrabCut max sides to compare ('none' = full size, the first is the baseline); "
-                             "SIDE:N runs N GrabCut iterations instead of c2f's default (e.g. 320:3)")
+                        help="GrabCut settings SIDE[:N[:CORE]] to compare (SIDE 'none' = full size; N iterations and "
+                             "CORE erosion default to c2f's); the first is the baseline")
     parser.add_argument("--chunk", type=int, default=40, help="images per interleaved chunk")
     parser.add_argument("--limit", type=int, default=None, help="only the first N training images")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     if args.data is not None:
-        sides = []
-        for value in args.max_sides:
-            side, _, its = value.partition(":")
-            sides.append((None if side.lower() == "none" else int(side), int(its) if its else GRABCUT_ITERATIONS))
+        settings = [parse_setting(value) for value in args.max_sides]
         with tempfile.TemporaryDirectory() as tmp:
-            report = compare_max_sides(args.data, sides, args.chunk, args.limit, Path(tmp))
+            report = compare_max_sides(args.data, settings, args.chunk, args.limit, Path(tmp), args.generator)
         text = json.dumps(report, indent=2)
         print(text)
         if args.out:

@@ -265,8 +265,14 @@ def _recipe(cfg: dict[str, Any]) -> str:
             f"batch {cfg['batch_size']}, resize {cfg['resize']}, crop {cfg['crop']}, {cfg['rounds']} rounds of "
             f"{cfg['epochs']} epochs ({cfg['head_only_epochs']} head-only)"
             + (", each round from the previous one's weights" if cfg["warm_start"] else "")
-            + (", later rounds trained on the pixels where the relabelling agrees with the previous labels"
-               if cfg.get("round_consensus") else ""))
+            + (_consensus(cfg.get("round_disagreement", "ignore")) if cfg.get("round_consensus") else ""))
+
+
+def _consensus(rule: str) -> str:
+    if rule == "background":
+        return (", later rounds' foreground only where the relabelling agrees with the previous labels "
+                "(background elsewhere)")
+    return ", later rounds trained on the pixels where the relabelling agrees with the previous labels"
 
 
 def headline(r: dict) -> dict[str, float]:

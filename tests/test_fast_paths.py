@@ -64,19 +64,28 @@ def test_grabcut_works_at_its_bounded_size_by_default(monkeypatch):
     assert (result.mask != full.mask).mean() < 0.02
 
 
-def test_mask_stage_and_relabelling_default_to_the_bounded_grabcut():
+def test_mask_stage_relabelling_and_inference_share_the_grabcut_defaults():
+    """Working size and iterations: one default each, in c2f.refine.grabcut; the core differs by input."""
     import inspect
 
     from c2f.masks.config import MaskConfig
-    from c2f.refine.grabcut import GRABCUT_MAX_SIDE, grabcut_refine
+    from c2f.refine import grabcut as grabcut_module
     from c2f.refine.labels import postprocess_prediction
     from c2f.training import TrainConfig
     from c2f.training.relabel import relabel
 
-    assert MaskConfig().grabcut_max_side == TrainConfig().masks.grabcut_max_side == GRABCUT_MAX_SIDE
-    assert inspect.signature(relabel).parameters["grabcut_max_side"].default == GRABCUT_MAX_SIDE
-    assert inspect.signature(postprocess_prediction).parameters["grabcut_max_side"].default == GRABCUT_MAX_SIDE
-    assert inspect.signature(grabcut_refine).parameters["max_side"].default == GRABCUT_MAX_SIDE
+    for field, param, constant in (("grabcut_max_side", "max_side", grabcut_module.GRABCUT_MAX_SIDE),
+                                   ("grabcut_iterations", "iterations", grabcut_module.GRABCUT_ITERATIONS)):
+        assert getattr(MaskConfig(), field) == getattr(TrainConfig().masks, field) == constant
+        assert inspect.signature(relabel).parameters[field].default == constant
+        assert inspect.signature(postprocess_prediction).parameters[field].default == constant
+        assert inspect.signature(grabcut_module.grabcut_refine).parameters[param].default == constant
+    # Coarse masks get the larger core; predictions (relabelling, label-aware inference) GrabCut's own.
+    assert MaskConfig().grabcut_core_erosion == grabcut_module.COARSE_CORE_EROSION
+    assert inspect.signature(postprocess_prediction).parameters["grabcut_core_erosion"].default \
+        == inspect.signature(grabcut_module.grabcut_refine).parameters["core_erosion"].default \
+        == grabcut_module.GRABCUT_CORE_EROSION
+    assert "grabcut_core_erosion" not in inspect.signature(relabel).parameters
 
 
 def _sequential_reference(engine: Engine, src, out, formats, crf: bool, labels) -> None:

@@ -20,18 +20,20 @@ from c2f.masks import MaskConfig, run_mask_stage
 from c2f.masks.generators import make_generator
 from c2f.training import TrainConfig
 
-# Before MaskConfig: run_mask_stage(ds, out) -- every setting at its default (also what `c2f train`'s
-# mask stage used with TrainConfig's defaults).
-DEFAULT_HASH = "32e3bd860253becf"
-DEFAULT_SETTINGS = {
+# Before MaskConfig: run_mask_stage(ds, out) -- every setting at its default then (also what `c2f train`'s
+# mask stage used with TrainConfig's defaults), GrabCut at 320 px, 5 iterations, core 0.3.
+BEFORE = {"grabcut_max_side": 320, "grabcut_iterations": 5, "grabcut_core_erosion": 0.3}
+BEFORE_HASH = "32e3bd860253becf"
+BEFORE_SETTINGS = {
     "crf": False, "format_version": 1, "generator": "saliency",
     "generator_settings": {"centre_sigma": 0.4, "contrast_weight": 0.15, "max_side": 200, "method": "otsu",
                            "min_component": 0.2},
     "grabcut": True, "grabcut_iterations": 5, "grabcut_max_side": 320, "ignore_band": 0, "max_fg": 0.8,
     "min_fg": 0.01,
 }
-# Before MaskConfig: run_mask_stage(ds, out, "box", grabcut=False, grabcut_iterations=3, grabcut_max_side=None,
-#                                   crf=True, ignore_band=2, min_fg=0.0, max_fg=1.0, fraction=0.5)
+# Today's defaults: GrabCut at 256 px, 3 iterations, core 0.5 (a setting since, so in the dict).
+DEFAULT_HASH = "87d8d85a6d2d502c"
+DEFAULT_SETTINGS = {**BEFORE_SETTINGS, "grabcut_iterations": 3, "grabcut_max_side": 256, "grabcut_core_erosion": 0.5}
 OTHER_HASH = "a1315369b5e8041a"
 
 
@@ -49,11 +51,16 @@ def _check_journal(out_dir: Path, expected_hash: str) -> None:
     assert [p.name for p in out_dir.glob("manifest-*.jsonl")] == [f"manifest-{expected_hash}.jsonl"]
 
 
-def test_default_mask_config_names_the_same_journal_as_before(two_images, tmp_path):
+def test_the_settings_of_before_name_the_same_journal_as_before(two_images, tmp_path):
+    result = run_mask_stage(two_images, tmp_path / "before", MaskConfig(**BEFORE), progress=False)
+    _check_journal(result.out_dir, BEFORE_HASH)
+    assert json.loads((tmp_path / "before" / "summary.json").read_text())["settings"] == BEFORE_SETTINGS
+
+
+def test_the_default_mask_config_is_the_default_run(two_images, tmp_path):
     result = run_mask_stage(two_images, tmp_path / "default", MaskConfig(), progress=False)
     _check_journal(result.out_dir, DEFAULT_HASH)
-    summary = json.loads((tmp_path / "default" / "summary.json").read_text())
-    assert summary["settings"] == DEFAULT_SETTINGS
+    assert json.loads((tmp_path / "default" / "summary.json").read_text())["settings"] == DEFAULT_SETTINGS
     # No config at all is the default config; workers are no setting of the outputs.
     again = run_mask_stage(two_images, tmp_path / "default", progress=False)
     assert again.summary["counts"]["skipped_cached"] == 2 and again.summary["settings_hash"] == DEFAULT_HASH
@@ -61,11 +68,22 @@ def test_default_mask_config_names_the_same_journal_as_before(two_images, tmp_pa
 
 def test_non_default_mask_config_names_the_same_journal_as_before(two_images, tmp_path):
     config = MaskConfig(generator="box", generator_options={"fraction": 0.5}, grabcut=False, grabcut_iterations=3,
-                        grabcut_max_side=None, crf=True, ignore_band=2, min_fg=0.0, max_fg=1.0)
+                        grabcut_max_side=None, grabcut_core_erosion=0.3, crf=True, ignore_band=2, min_fg=0.0,
+                        max_fg=1.0)
     result = run_mask_stage(two_images, tmp_path, config, progress=False)
     _check_journal(result.out_dir, OTHER_HASH)
     assert result.summary["settings"]["generator_settings"] == {"fraction": 0.5}
     assert result.summary["settings"]["grabcut_max_side"] is None and result.summary["settings"]["crf"] is True
+
+
+def test_core_erosion_is_a_setting_of_the_journal(two_images, tmp_path):
+    """Journals from before the setting existed (core 0.3) keep their name; another core names its own."""
+    before = run_mask_stage(two_images, tmp_path / "a", MaskConfig(grabcut_core_erosion=0.3), progress=False)
+    assert "grabcut_core_erosion" not in before.summary["settings"]
+    other = run_mask_stage(two_images, tmp_path / "b", MaskConfig(grabcut_core_erosion=0.6), progress=False)
+    assert other.summary["settings"]["grabcut_core_erosion"] == 0.6
+    assert other.summary["settings_hash"] != before.summary["settings_hash"]
+    assert other.summary["counts"]["labelled"] == 2
 
 
 def test_a_generator_object_replaces_the_named_one(two_images, tmp_path):
@@ -162,6 +180,9 @@ def test_a_setting_given_both_flat_and_nested_is_refused(tmp_path):
     ({"grabcut_iterations": -1}, "grabcut_iterations"),
     ({"grabcut_iterations": 2.5}, "grabcut_iterations"),
     ({"grabcut_max_side": 0}, "grabcut_max_side"),
+    ({"grabcut_core_erosion": 1.0}, "grabcut_core_erosion"),
+    ({"grabcut_core_erosion": -0.1}, "grabcut_core_erosion"),
+    ({"grabcut_core_erosion": "0.5"}, "grabcut_core_erosion"),
     ({"min_fg": 0.5, "max_fg": 0.4}, "min_fg"),
     ({"max_fg": 1.5}, "max_fg"),
     ({"min_fg": -0.1}, "min_fg"),

@@ -7,8 +7,21 @@ import pytest
 
 from c2f.data.io import read_mask, write_label_png
 from c2f.data.layouts import load_dataset
-from c2f.labelmap import IGNORE
+from c2f.labelmap import BACKGROUND, IGNORE, agreement
+from c2f.training import TrainConfig
 from c2f.training.relabel import relabel
+
+
+def test_agreement_rules_on_known_maps():
+    now = np.array([[0, 1, 1, 2, 0, 3]], np.uint8)
+    earlier = np.array([[1, 1, 0, 3, 0, IGNORE]], np.uint8)
+    assert agreement(now, earlier).tolist() == [[IGNORE, 1, IGNORE, IGNORE, 0, IGNORE]]
+    # Background wherever either map says background; two different classes stay undecided.
+    assert agreement(now, earlier, "background").tolist() == [[BACKGROUND, 1, BACKGROUND, IGNORE, 0, IGNORE]]
+    with pytest.raises(ValueError, match="rule must be one of ignore, background"):
+        agreement(now, earlier, "union")
+    with pytest.raises(ValueError, match="round_disagreement must be one of ignore, background"):
+        TrainConfig(round_disagreement="union")
 
 
 def test_agree_with_ignores_exactly_the_pixels_where_the_earlier_labels_differ(tmp_path, demo_data, semantic_onnx):
@@ -35,6 +48,14 @@ def test_agree_with_ignores_exactly_the_pixels_where_the_earlier_labels_differ(t
         mask = read_mask(tmp_path / "agreed" / "masks" / f"{key}.png")
         assert not mask[:, half:].any(), "ignored pixels are not foreground in the 0/255 mask"
         assert np.array_equal(mask[:, :half] > 0, (cleaned[:, :half] != 0))
+    # Every right-half pixel disagrees with one map saying background: background, not ignore.
+    background = relabel(semantic_onnx, dataset, tmp_path / "bg", agree_with=earlier, disagreement="background",
+                         **options)
+    for key in keys[1:]:
+        label, cleaned = read_mask(background.labels[key]), read_mask(plain.labels[key])
+        half = label.shape[1] // 2
+        assert np.array_equal(label[:, :half], cleaned[:, :half])
+        assert (label[:, half:] == BACKGROUND).all()
 
 
 @pytest.mark.slow  # two short training rounds with the mask stage and GrabCut

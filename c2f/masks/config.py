@@ -2,7 +2,8 @@
 
 :func:`c2f.masks.stage.run_mask_stage` takes a :class:`MaskConfig`; a training run holds one as
 ``TrainConfig.masks`` (``masks:`` in a YAML/TOML config file), and its relabelling between rounds
-uses the same GrabCut size, foreground band, ignore band and workers. The defaults are the paper's.
+uses the same GrabCut size and iterations, foreground band, ignore band and workers. The defaults are the
+paper's rules; GrabCut's working size, iterations and core were measured (:mod:`c2f.refine.grabcut`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from c2f.labelmap import MAX_FG, MIN_FG
-from c2f.refine.grabcut import GRABCUT_ITERATIONS, GRABCUT_MAX_SIDE
+from c2f.refine.grabcut import COARSE_CORE_EROSION, GRABCUT_ITERATIONS, GRABCUT_MAX_SIDE
 
 __all__ = ["MaskConfig"]
 
@@ -32,7 +33,9 @@ class MaskConfig:
 
     ``generator`` names a registered coarse generator (saliency, folder, box, ufs, cam) built with
     ``generator_options``; ``grabcut`` re-cuts the coarse mask with ``grabcut_iterations`` at most
-    ``grabcut_max_side`` px on the longest side (None: full size); ``crf`` adds a dense CRF;
+    ``grabcut_max_side`` px on the longest side (None: full size), anchored on a sure-foreground core:
+    the coarse mask eroded by ``grabcut_core_erosion`` x its equivalent radius (0: none; relabelling
+    keeps GrabCut's default for predictions); ``crf`` adds a dense CRF;
     ``ignore_band`` marks that many pixels on each side of a mask edge 255 (ignore); images whose
     foreground share falls outside ``[min_fg, max_fg]`` get no label map; ``workers`` processes run
     the mask stage (threads for GrabCut when relabelling).
@@ -43,6 +46,7 @@ class MaskConfig:
     grabcut: bool = True  # False: label maps from the coarse masks as they are (ground truth via "folder")
     grabcut_iterations: int = GRABCUT_ITERATIONS
     grabcut_max_side: int | None = GRABCUT_MAX_SIDE
+    grabcut_core_erosion: float = COARSE_CORE_EROSION
     crf: bool = False
     ignore_band: int = 0
     min_fg: float = MIN_FG
@@ -65,6 +69,9 @@ class MaskConfig:
         side = self.grabcut_max_side
         if side is not None and (not _is_int(side) or side < 1):
             raise ValueError(f"masks.grabcut_max_side must be a positive integer or None (full size), got {side!r}")
+        core = self.grabcut_core_erosion
+        if not _is_number(core) or not 0 <= core < 1:
+            raise ValueError(f"masks.grabcut_core_erosion must be a number in [0, 1), got {core!r}")
         if not _is_int(self.workers) or self.workers < 1:
             raise ValueError(f"masks.workers must be an integer >= 1, got {self.workers!r}")
         if not (_is_number(self.min_fg) and _is_number(self.max_fg) and 0 <= self.min_fg <= self.max_fg <= 1):

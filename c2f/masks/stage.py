@@ -60,6 +60,8 @@ __all__ = ["FORMAT_VERSION", "MaskStageResult", "Runner", "init_worker", "key_se
 
 # Bump whenever the outputs for identical settings would change (invalidates every cache).
 FORMAT_VERSION = 1
+# GrabCut's core erosion before it was a setting: journals of that value keep the name they had.
+CORE_EROSION_BEFORE_SETTING = 0.3
 
 _STEPS = ("read", "coarse", "grabcut", "crf", "write")
 _INPUT_ERRORS = (ImageReadError, FileNotFoundError, CoarseInputError)
@@ -107,7 +109,7 @@ class _Config:
     def settings(self) -> dict[str, Any]:
         """The journal's settings (their hash names it): keys and values fixed, so caches stay valid."""
         mask = self.mask
-        return {
+        settings: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "generator": self.generator.name,
             "generator_settings": self.generator.settings(),
@@ -119,6 +121,9 @@ class _Config:
             "min_fg": mask.min_fg,
             "max_fg": mask.max_fg,
         }
+        if mask.grabcut_core_erosion != CORE_EROSION_BEFORE_SETTING:
+            settings["grabcut_core_erosion"] = mask.grabcut_core_erosion
+        return settings
 
     def input_state(self, sample: Sample) -> dict[str, Any]:
         """What a cached result depends on besides the settings: input files and labels."""
@@ -159,6 +164,7 @@ def process_sample(config: _Config, sample: Sample) -> dict[str, Any]:
     if config.mask.grabcut:
         tick = time.perf_counter()
         result = grabcut_refine(image, coarse, config.mask.grabcut_iterations,
+                                core_erosion=config.mask.grabcut_core_erosion,
                                 max_side=config.mask.grabcut_max_side, seed=key_seed(sample.key))
         refined, fallback = result.mask, result.fallback
         times["grabcut"] = time.perf_counter() - tick

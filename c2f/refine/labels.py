@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from c2f.labelmap import BACKGROUND, IGNORE, MAX_FG, MIN_FG
-from c2f.refine.grabcut import GRABCUT_ITERATIONS, GRABCUT_MAX_SIDE, grabcut_refine
+from c2f.refine.grabcut import GRABCUT_CORE_EROSION, GRABCUT_ITERATIONS, GRABCUT_MAX_SIDE, grabcut_refine
 
 __all__ = [
     "MAX_FG",
@@ -121,6 +121,7 @@ def postprocess_prediction(
     grabcut: bool = True,
     grabcut_iterations: int = GRABCUT_ITERATIONS,
     grabcut_max_side: int | None = GRABCUT_MAX_SIDE,
+    grabcut_core_erosion: float = GRABCUT_CORE_EROSION,
     min_fg: float = MIN_FG,
     max_fg: float = MAX_FG,
     ignore_band: int = 0,
@@ -134,7 +135,8 @@ def postprocess_prediction(
     -> images with a foreground share outside [`min_fg`, `max_fg`] are dropped (they teach
     "everything is background" or "everything is object"). `seed` seeds GrabCut; pass a per-image
     value (e.g. from the key) to make results independent of processing order. `grabcut_max_side`
-    bounds the longest side GrabCut works at (None: full size), as in the mask stage.
+    bounds the longest side GrabCut works at (None: full size) and `grabcut_core_erosion` sizes its
+    sure-foreground core, as in the mask stage.
 
     "Own classes only" is the paper's rule: foreground is where an own class beats background,
     and other classes' probability is discarded. Only when that finds (almost) nothing - an
@@ -159,7 +161,8 @@ def postprocess_prediction(
         fg = np.argmax(own, axis=0) != BACKGROUND
     fallback = False
     if grabcut:
-        result = grabcut_refine(image, fg, iterations=grabcut_iterations, max_side=grabcut_max_side, seed=seed)
+        result = grabcut_refine(image, fg, iterations=grabcut_iterations, max_side=grabcut_max_side,
+                                core_erosion=grabcut_core_erosion, seed=seed)
         fg, fallback = result.mask, not result.used_grabcut
     evidence = own[list(labels)] if len(labels) > 1 else None
     label_map = compose_label_map(fg, labels, ignore_band, evidence)

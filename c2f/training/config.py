@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from c2f.labelmap import DISAGREEMENT_RULES
 from c2f.masks.config import MaskConfig
 from c2f.models import TASK_DEFAULTS
 
@@ -78,8 +79,11 @@ class TrainConfig:
     # [masks.min_fg, masks.max_fg] foreground.
     round_grabcut: bool = True
     # Next round's labels keep only the pixels where the relabelling agrees with this round's own
-    # training labels; the rest is ignored (255). The final OUT/masks are never thinned this way.
+    # training labels. The final OUT/masks are never thinned this way.
     round_consensus: bool = False
+    # What a disagreeing pixel becomes: "ignore" (255, not trained on) or "background" where either
+    # map says background, so the next round's foreground is what both maps call foreground.
+    round_disagreement: str = "ignore"
     # After the last round, relabel every training image with the last model into OUT/masks/.
     write_masks: bool = True
 
@@ -94,6 +98,9 @@ class TrainConfig:
             raise ValueError(f"crop ({self.crop}) cannot exceed resize ({self.resize})")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.round_disagreement not in DISAGREEMENT_RULES:
+            raise ValueError(f"round_disagreement must be one of {', '.join(DISAGREEMENT_RULES)}, "
+                             f"got {self.round_disagreement!r}")
         if self.relabel_folds < 1:
             raise ValueError(f"relabel_folds must be at least 1, got {self.relabel_folds}")
         if self.head_only_epochs < 0:

@@ -7,6 +7,7 @@ foreground share falls outside ``[min_fg, max_fg]`` (:func:`c2f.refine.labels.po
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections import deque
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from c2f.data.datasets import LabelledDataset, Sample
 from c2f.data.io import read_image, read_mask, write_label_png, write_mask_png
 from c2f.inference import Engine
-from c2f.labelmap import BACKGROUND, IGNORE
+from c2f.labelmap import BACKGROUND, IGNORE, agreement
 from c2f.masks.config import MaskConfig
 from c2f.masks.stage import key_seed
 from c2f.refine.labels import RoundLabel, postprocess_prediction
@@ -57,6 +58,7 @@ def relabel(
     max_fg: float = _DEFAULTS.max_fg,
     ignore_band: int = _DEFAULTS.ignore_band,
     agree_with: Mapping[str, Path] | None = None,
+    disagreement: str = "ignore",
     workers: int = _DEFAULTS.workers,
     write_masks: bool = False,
     progress: bool = True,
@@ -74,7 +76,9 @@ def relabel(
     ``grabcut=round_grabcut``); ``grabcut_max_side`` bounds GrabCut's working size (None: full size).
 
     ``agree_with`` (key -> label PNG, e.g. the labels the model was trained on) keeps only the pixels
-    where the cleaned map agrees with that image's earlier map and marks the rest IGNORE: a model
+    where the cleaned map agrees with that image's earlier map; the rest becomes IGNORE, or with
+    ``disagreement="background"`` background wherever either map says background
+    (:func:`c2f.labelmap.agreement`): a model
     relabelling its own training images repeats its mistakes with confidence, and where two
     independent cleanings disagree neither is to be trusted. Images without an earlier map are kept
     as cleaned.
@@ -91,7 +95,8 @@ def relabel(
             grabcut_max_side=grabcut_max_side, min_fg=min_fg, max_fg=max_fg, ignore_band=ignore_band,
             seed=key_seed(sample.key))
         if agree_with is not None and cleaned.label_map is not None and sample.key in agree_with:
-            cleaned.label_map[read_mask(agree_with[sample.key]) != cleaned.label_map] = IGNORE
+            earlier = read_mask(agree_with[sample.key])
+            cleaned = dataclasses.replace(cleaned, label_map=agreement(cleaned.label_map, earlier, disagreement))
         return sample.key, cleaned
 
     def store(key: str, cleaned: RoundLabel) -> None:
