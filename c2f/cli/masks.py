@@ -25,7 +25,8 @@ from .options import (generator_name_option, generator_option, layout_option, pr
 @click.option("--generator-root", type=click.Path(exists=True, file_okay=False), default=None, help="Mask folder for the folder generator.")
 @generator_option
 @click.option("--grabcut/--no-grabcut", default=True, show_default=True)
-@click.option("--grabcut-iterations", type=int, default=None, help="GrabCut iterations [default: c2f's, 5]")
+@click.option("--grabcut-iterations", type=int, default=None,
+              help="GrabCut iterations [default: c2f.MaskConfig's]")
 @click.option("--crf/--no-crf", default=False, show_default=True)
 @click.option("--ignore-band", type=int, default=0, show_default=True, help="Pixels of 255 (ignore) on each side of mask edges.")
 @click.option("--workers", type=workers_type, default=1, show_default=True, help="Processes.")
