@@ -45,8 +45,14 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
-import cv2
-import numpy as np
+# Before torch loads its OpenMP runtime: idle OpenMP threads sleep instead of spinning. In the
+# interleaved loop torch's threads otherwise spin for a while after each torch call and take the cores
+# from the ONNX Runtime call that follows: the FPN's 2-thread figure then varied 20-23 % over three
+# runs, and 2 % with passive waiting (benchmarks/README.md, "Repeatability").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 # The ONNX model's issue-level targets (DeepLab, 321 px, batch 1): speed-up over torch eager
 # channels_last, and share of the measured practical peak.
