@@ -9,7 +9,7 @@ With ``--data`` it instead compares GrabCut settings on real photos (the VOC tra
 :func:`c2f.data.datasets.split`, seed 0, 25 % val): one worker, coarse masks from ``--generator``
 (c2f's ``saliency``, what ``c2f train`` uses, or ``folder``: the dataset's own saliency maps), one
 stage run per ``--max-sides`` value ``SIDE[:N[:CORE]]``: GrabCut at SIDE px (``none``: full size)
-with N iterations and a sure-foreground core eroded by CORE (defaults: c2f's). The runs are
+with N iterations and a sure-foreground core eroded by CORE (defaults: the mask stage's). The runs are
 interleaved chunk by chunk (``--chunk`` images of A, then of B, ...), so load changes on a shared
 machine hit every setting alike; reported are images/s, CPU-seconds per image, the stage's per-step
 seconds and the Table I label mIoU (:func:`c2f.masks.mask_quality` of the label maps)::
@@ -30,7 +30,6 @@ from pathlib import Path
 from c2f.data.layouts import load_dataset
 from c2f.data.synthetic import generate_demo_dataset
 from c2f.masks import MaskConfig, run_mask_stage
-from c2f.refine.grabcut import GRABCUT_CORE_EROSION, GRABCUT_ITERATIONS
 
 Setting = tuple[int | None, int, float]  # GrabCut max side (None: full size), iterations, core erosion
 
@@ -53,11 +52,13 @@ def measure(data: Path, workers: int, out: Path, crf: bool) -> dict:
 
 
 def parse_setting(value: str) -> Setting:
-    """``SIDE[:N[:CORE]]`` -> (max side, iterations, core erosion); ``none`` is full size."""
+    """``SIDE[:N[:CORE]]`` -> (max side, iterations, core erosion); ``none`` is full size, and N and CORE
+    default to the mask stage's own (:class:`MaskConfig`)."""
+    default = MaskConfig()
     side, _, rest = value.partition(":")
     its, _, core = rest.partition(":")
-    return (None if side.lower() == "none" else int(side), int(its) if its else GRABCUT_ITERATIONS,
-            float(core) if core else GRABCUT_CORE_EROSION)
+    return (None if side.lower() == "none" else int(side), int(its) if its else default.grabcut_iterations,
+            float(core) if core else default.grabcut_core_erosion)
 
 
 def compare_max_sides(data: Path, max_sides: list[Setting], chunk: int, limit: int | None,
@@ -132,7 +133,7 @@ def main() -> None:
                         help="coarse masks with --data: c2f's saliency or the dataset's saliency maps")
     parser.add_argument("--max-sides", nargs="+", default=["none", "320"],
                         help="GrabCut settings SIDE[:N[:CORE]] to compare (SIDE 'none' = full size; N iterations and "
-                             "CORE erosion default to c2f's); the first is the baseline")
+                             "CORE erosion default to MaskConfig's); the first is the baseline")
     parser.add_argument("--chunk", type=int, default=40, help="images per interleaved chunk")
     parser.add_argument("--limit", type=int, default=None, help="only the first N training images")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")

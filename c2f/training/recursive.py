@@ -116,8 +116,7 @@ def train_recursive(
                 engines, metrics["relabel_fold_steps"] = _fold_engines(run, labels, round_index)
             if engine is not None:
                 relabelled = _relabel(run, engines, next_dir.parent,
-                                      agree_with=labels if run.cfg.round_consensus else None,
-                                      disagreement=run.cfg.round_disagreement)
+                                      agree_with=labels if run.cfg.round_consensus else None)
                 metrics["next_labels"] = (label_statistics(train_set, relabelled.labels)
                                           | {"objectness_fallback": len(relabelled.objectness_fallback)})
             barrier(dist_info)
@@ -286,14 +285,14 @@ def _fold_engines(run: _Run, labels: dict[str, Path], round_index: int) -> tuple
 
 
 def _relabel(run: _Run, engines: list[Engine], folder: Path, *, write_masks: bool = False,
-             agree_with: dict[str, Path] | None = None, disagreement: str = "ignore") -> RelabelResult:
+             agree_with: dict[str, Path] | None = None) -> RelabelResult:
     """:func:`~c2f.training.relabel.relabel` with this run's settings, into ``folder`` (labels/ ...)."""
     masks = run.cfg.masks
     return relabel(engines, run.train_set, folder, grabcut=run.cfg.round_grabcut,
                    grabcut_iterations=masks.grabcut_iterations, grabcut_max_side=masks.grabcut_max_side,
                    min_fg=masks.min_fg, max_fg=masks.max_fg, ignore_band=masks.ignore_band, agree_with=agree_with,
-                   disagreement=disagreement,
-                   workers=masks.workers, write_masks=write_masks, progress=run.progress)
+                   disagreement=run.cfg.round_disagreement, workers=masks.workers, write_masks=write_masks,
+                   progress=run.progress)
 
 
 def write_final_masks(run: _Run, checkpoint: Path) -> dict:
