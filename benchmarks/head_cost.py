@@ -13,7 +13,6 @@ forward GFLOP per image from ``torch.utils.flop_counter``. Prints JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -22,6 +21,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from c2f.models import build_model
+
+from json_report import emit  # benchmarks/json_report.py: the scripts' shared output
 
 
 def step(model: torch.nn.Module, pixels: torch.Tensor, target: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     full = report["variants"]["deeplab fine-tune"]["wall_s_per_image"]
     for values in report["variants"].values():
         values["speed_vs_deeplab_fine_tune"] = round(full / values["wall_s_per_image"], 2)
-    print(json.dumps(report, indent=2))
+    emit(report)
     return 0
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import re
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
+
+from json_report import emit  # benchmarks/json_report.py: the scripts' shared output
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test suite's server harness
 from servers import LocalServer  # noqa: E402
@@ -294,10 +295,7 @@ def main(argv: list[str] | None = None) -> dict:
     on, off = results.get("batching_on"), results.get("batching_off")
     if on and off and on["throughput_rps"] and off["throughput_rps"]:
         report["batching_speedup"] = round(on["throughput_rps"] / off["throughput_rps"], 3)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    emit(report, args.out)
     return report
 
 

@@ -21,7 +21,6 @@ seconds and the Table I label mIoU (:func:`c2f.masks.mask_quality` of the label 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 from c2f.data.layouts import load_dataset
 from c2f.data.synthetic import generate_demo_dataset
 from c2f.masks import MaskConfig, run_mask_stage
+
+from json_report import emit  # benchmarks/json_report.py: the scripts' shared output
 
 Setting = tuple[int | None, int, float]  # GrabCut max side (None: full size), iterations, core erosion
 
@@ -142,10 +143,7 @@ def main() -> None:
         settings = [parse_setting(value) for value in args.max_sides]
         with tempfile.TemporaryDirectory() as tmp:
             report = compare_max_sides(args.data, settings, args.chunk, args.limit, Path(tmp), args.generator)
-        text = json.dumps(report, indent=2)
-        print(text)
-        if args.out:
-            args.out.write_text(text + "\n")
+        emit(report, args.out)
         return
     with tempfile.TemporaryDirectory() as tmp:
         data = generate_demo_dataset(Path(tmp) / "data", n_per_class=max(args.images // 3, 1), size=args.size)
@@ -157,7 +155,7 @@ def main() -> None:
     base = next((r for r in runs if r["workers"] == 1), None)
     if base:
         report["speedup_over_1_worker"] = {r["workers"]: round(base["wall_s"] / r["wall_s"], 2) for r in runs}
-    print(json.dumps(report, indent=2))
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

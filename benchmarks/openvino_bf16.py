@@ -57,6 +57,8 @@ from c2f.inference import OnnxBackend
 from c2f.inference.backends import DEFAULT_THREADS
 from c2f.inference.engine import argmax_resized, to_batch
 
+from json_report import emit  # benchmarks/json_report.py: the scripts' shared output
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from inference_speed import interleaved  # noqa: E402  the interleaved timing loop, shared
 
@@ -348,12 +350,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     report = run(args)
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-        log(f"wrote {args.out}")
-    print(text)
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ cluster spends per image beyond what the local path spends on the same machine. 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from json_report import emit  # benchmarks/json_report.py: the scripts' shared output
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc10-coseg"
 REPO = Path(__file__).resolve().parents[1]
@@ -117,10 +118,7 @@ def main() -> None:
             "ray_overhead_slot_s_per_image": round((ray_s * slots - local_s) / count, 4),
             "identical_outputs": labels_of(tmp / "ray") == labels_of(tmp / "local"),
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -402,7 +402,7 @@ def _ratio(weak: float, full: float) -> float | None:
 
 def _fmt_ratio(weak: float, full: float) -> str:
     ratio = _ratio(weak, full)
-    return "n/a" if ratio is None else f"{ratio:.2f}"
+    return "n/a" if ratio is None else f"{ratio:.3f}"  # 0.899 must not read as 0.90
 
 
 def _pct(value: float | None) -> str:

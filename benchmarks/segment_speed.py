@@ -41,6 +41,8 @@ from c2f.inference import Engine, predict_from_logits
 from c2f.inference.folder import find_files, segment_folder
 from c2f.evaluation.metrics import Scorer
 
+from json_report import emit  # benchmarks/json_report.py: the scripts' shared output
+
 
 def cpu_seconds() -> float:
     """CPU time of this process and its threads (user + system)."""
@@ -252,10 +254,7 @@ def main() -> None:
                 args.out.write_text(json.dumps({**report, "crf_quality": so_far, "partial": True}, indent=2) + "\n")
 
         report["crf_quality"] = crf_quality(engine, args.data, args.val or None, sweep, args.reference_cache, partial)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

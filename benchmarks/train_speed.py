@@ -11,7 +11,6 @@ first pays for data decoding, which is then cached, and for cuDNN autotuning). P
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +25,8 @@ from c2f.training import TrainConfig
 from c2f.training.distributed import DistInfo
 from c2f.training.samples import LabelMapDataset, Pair
 from c2f.training.trainer import train_round
+
+from json_report import emit  # benchmarks/json_report.py: the scripts' shared output
 
 
 def label_pairs(root: Path, images: int, size: int) -> tuple[list[Pair], int]:
@@ -85,7 +86,7 @@ def main() -> None:
                           lr=0.01, loader_workers=args.loader_workers if device == "cuda" else 0)
         for amp in ([True] if args.no_fp32 or device == "cpu" else [True, False]):
             report["runs"].append(measure(pairs, num_classes, cfg.updated(amp=amp), device, work))
-    print(json.dumps(report, indent=2))
+    emit(report)
 
 
 if __name__ == "__main__":

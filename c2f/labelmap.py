@@ -19,9 +19,10 @@ MAX_FG = 0.80
 # (TrainConfig.round_disagreement): "ignore" abstains; "background" keeps as foreground only what
 # both maps call foreground (and ignores pixels the two give different classes).
 DISAGREEMENT_RULES = ("ignore", "background")
+DEFAULT_DISAGREEMENT = "ignore"  # the recipes' rule: measured in docs/cpu_recipe.md
 
 
-def agreement(label_map: np.ndarray, earlier: np.ndarray, rule: str = "ignore") -> np.ndarray:
+def agreement(label_map: np.ndarray, earlier: np.ndarray, rule: str = DEFAULT_DISAGREEMENT) -> np.ndarray:
     """``label_map`` where it equals ``earlier``; elsewhere IGNORE, or with ``rule="background"``
     BACKGROUND wherever either map says background (IGNORE where they name different classes)."""
     if rule not in DISAGREEMENT_RULES:

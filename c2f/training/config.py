@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from c2f.labelmap import DISAGREEMENT_RULES
+from c2f.labelmap import DEFAULT_DISAGREEMENT, DISAGREEMENT_RULES
 from c2f.masks.config import MaskConfig
 from c2f.models import TASK_DEFAULTS
 
@@ -83,7 +83,7 @@ class TrainConfig:
     round_consensus: bool = False
     # What a disagreeing pixel becomes: "ignore" (255, not trained on) or "background" where either
     # map says background, so the next round's foreground is what both maps call foreground.
-    round_disagreement: str = "ignore"
+    round_disagreement: str = DEFAULT_DISAGREEMENT
     # After the last round, relabel every training image with the last model into OUT/masks/.
     write_masks: bool = True
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from c2f.data.datasets import LabelledDataset, Sample
 from c2f.data.io import read_image, read_mask, write_label_png, write_mask_png
 from c2f.inference import Engine
-from c2f.labelmap import BACKGROUND, IGNORE, agreement
+from c2f.labelmap import BACKGROUND, DEFAULT_DISAGREEMENT, IGNORE, agreement
 from c2f.masks.config import MaskConfig
 from c2f.masks.stage import key_seed
 from c2f.refine.labels import RoundLabel, postprocess_prediction
@@ -58,7 +58,7 @@ def relabel(
     max_fg: float = _DEFAULTS.max_fg,
     ignore_band: int = _DEFAULTS.ignore_band,
     agree_with: Mapping[str, Path] | None = None,
-    disagreement: str = "ignore",
+    disagreement: str = DEFAULT_DISAGREEMENT,
     workers: int = _DEFAULTS.workers,
     write_masks: bool = False,
     progress: bool = True,
