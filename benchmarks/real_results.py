@@ -516,6 +516,8 @@ def markdown(results: dict, command: str) -> str:
                  f"{_pct(horse_full['val_crf']['fg_jaccard'])} |")
     lines += ["", f"Paper: MIT Object Discovery horse Jaccard {PAPER['horse_jaccard']}.", "",
               "## 5. Targets", "", *(f"- {line}" for line in targets(r)), "",
+              "One run's scores move by 1-2 points with the seed. What was measured for each recipe "
+              "setting, and tried where a target is missed: [cpu_recipe.md](cpu_recipe.md).", "",
               "![val score per round](results_rounds.png)", "",
               "Val examples, per row: photo | ground truth | weak model | fully supervised model.", "",
               "![examples](results_overlays.png)", ""]
