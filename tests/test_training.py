@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -461,6 +462,13 @@ def test_final_masks_are_the_last_models_relabelling(tmp_path, demo_data, unbrok
     assert json.loads((out / "metrics.json").read_text())["masks"] == summary
     # The two-round run delivers its own last model's masks.
     assert json.loads((unbroken_run / "masks" / "summary.json").read_text())["checkpoint"] == "round_2/checkpoint.pt"
+    # A finished masks folder made by another model is not taken for this run's: a resume redoes it.
+    shutil.rmtree(out / "masks")
+    shutil.copytree(unbroken_run / "masks", out / "masks")
+    _finish(_train(demo_data, out, "--val-fraction", "0.25", "--rounds", "1", "--resume"))
+    assert json.loads((out / "masks" / "summary.json").read_text())["checkpoint"] == "round_1/checkpoint.pt"
+    assert {p.relative_to(out / "masks" / "labels"): p.read_bytes()
+            for p in (out / "masks" / "labels").rglob("*.png")} == delivered
 
 
 @pytest.mark.parametrize("head_only_epochs", [0, 1, 2])

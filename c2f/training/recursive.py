@@ -302,16 +302,21 @@ def write_final_masks(run: _Run, checkpoint: Path) -> dict:
     foreground-share filter), written as label PNGs (``labels/``) and 0/255 foreground masks
     (``masks/``); images the filter drops are listed with the reason in ``dropped.json``. With
     ground truth, ``quality.json`` scores the masks. ``summary.json`` is written last, so a resumed
-    run redoes the folder only when it is incomplete.
+    run redoes the folder only when it is incomplete or came from another checkpoint.
     """
     folder = run.out / MASKS_DIR
     summary_path = folder / "summary.json"
+    made_by = checkpoint.relative_to(run.out).as_posix()
     if summary_path.exists():
-        return json.loads(summary_path.read_text())
+        summary = json.loads(summary_path.read_text())
+        if summary.get("checkpoint") == made_by:
+            return summary
+    for stale in ("summary.json", "quality.json", "quality.txt"):
+        (folder / stale).unlink(missing_ok=True)
     engine = Engine.open(checkpoint, run.device, batch_size=max(run.cfg.batch_size, 1))
     relabelled = _relabel(run, [engine], folder, write_masks=True)
     labels, rescued = relabelled.labels, len(relabelled.objectness_fallback)
-    summary: dict = {"checkpoint": checkpoint.relative_to(run.out).as_posix(), "images": len(run.train_set.samples),
+    summary = {"checkpoint": made_by, "images": len(run.train_set.samples),
                      "masks": len(labels), "dropped": len(run.train_set.samples) - len(labels),
                      "objectness_fallback": rescued}
     if run.train_set.has_ground_truth and labels:  # nothing kept: nothing to score
