@@ -15,6 +15,7 @@ from c2f.training.relabel import relabel
 def test_agreement_rules_on_known_maps():
     now = np.array([[0, 1, 1, 2, 0, 3]], np.uint8)
     earlier = np.array([[1, 1, 0, 3, 0, IGNORE]], np.uint8)
+    # The last pixel was ignored before and stays ignored.
     assert agreement(now, earlier).tolist() == [[IGNORE, 1, IGNORE, IGNORE, 0, IGNORE]]
     # Background wherever either map says background; two different classes stay undecided.
     assert agreement(now, earlier, "background").tolist() == [[BACKGROUND, 1, BACKGROUND, IGNORE, 0, IGNORE]]
@@ -58,11 +59,11 @@ def test_agree_with_ignores_exactly_the_pixels_where_the_earlier_labels_differ(t
         assert (label[:, half:] == BACKGROUND).all()
 
 
-@pytest.mark.slow  # two short training rounds with the mask stage and GrabCut
+@pytest.mark.slow  # three short training rounds with the mask stage and GrabCut
 def test_round_consensus_thins_the_next_rounds_labels_but_not_the_final_masks(tmp_path, demo_data):
     from c2f.training import TrainConfig, train_recursive
 
-    cfg = TrainConfig(rounds=2, epochs=1, batch_size=4, lr=0.01, resize=64, crop=48, device="cpu",
+    cfg = TrainConfig(rounds=3, epochs=1, batch_size=4, lr=0.01, resize=64, crop=48, device="cpu",
                       round_consensus=True, masks={"min_fg": 0.0, "max_fg": 1.0})
     out = tmp_path / "run"
     train_recursive(cfg, load_dataset(demo_data), out, progress=False)
@@ -78,3 +79,14 @@ def test_round_consensus_thins_the_next_rounds_labels_but_not_the_final_masks(tm
         if final is not None:
             assert not (final == IGNORE).any(), "OUT/masks is the plain relabelling"
     assert compared and ignored, "the round-1 model disagreed with its labels somewhere"
+    # Round 3 trains on what every relabelling so far agreed on: what round 2 ignored stays ignored.
+    carried = 0
+    for path in (out / "round_3" / "labels").rglob("*.png"):
+        earlier_path = out / "round_2" / "labels" / path.relative_to(out / "round_3" / "labels")
+        if earlier_path.exists():
+            label, earlier = read_mask(path), read_mask(earlier_path)
+            assert (label[earlier == IGNORE] == IGNORE).all()
+            kept = label != IGNORE
+            assert np.array_equal(label[kept], earlier[kept])
+            carried += int((earlier == IGNORE).sum())
+    assert carried, "round 2's labels ignored some pixels of the images round 3 relabelled"

@@ -79,7 +79,7 @@ class TrainConfig:
     # [masks.min_fg, masks.max_fg] foreground.
     round_grabcut: bool = True
     # Next round's labels keep only the pixels where the relabelling agrees with this round's own
-    # training labels. The final OUT/masks are never thinned this way.
+    # training labels (pixels they ignored stay ignored). The final OUT/masks are never thinned this way.
     round_consensus: bool = False
     # What a disagreeing pixel becomes: "ignore" (255, not trained on) or "background" where either
     # map says background, so the next round's foreground is what both maps call foreground.

@@ -78,8 +78,9 @@ def relabel(
     ``agree_with`` (key -> label PNG, e.g. the labels the model was trained on) keeps only the pixels
     where the cleaned map agrees with that image's earlier map; the rest becomes IGNORE, or with
     ``disagreement="background"`` background wherever either map says background
-    (:func:`c2f.labelmap.agreement`). A model relabelling its own training images repeats its mistakes
-    with confidence, and where two independent cleanings disagree neither is to be trusted. Images without an earlier map are kept
+    (:func:`c2f.labelmap.agreement`); pixels the earlier map ignored stay ignored. A model
+    relabelling its own training images repeats its mistakes with confidence, and where two
+    independent cleanings disagree neither is to be trusted. Images without an earlier map are kept
     as cleaned.
     """
     engines = _engines(model)
