@@ -47,7 +47,8 @@ def _c2f_command() -> list[str]:
 class Serve:
     """One ``c2f serve`` subprocess and the processes it started."""
 
-    def __init__(self, model: Path, cwd: Path, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, model: Path, cwd: Path, log_path: Path, extra_env: dict[str, str] | None = None,
+                 sigint_ignored: bool = False) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -55,10 +56,14 @@ class Serve:
         env = {k: v for k, v in os.environ.items() if not k.startswith("C2F_")}
         env.update(BENTOML_DO_NOT_TRACK="True", PYTHONUNBUFFERED="1", C2F_THREADS="1", OMP_NUM_THREADS="1")
         env.update(extra_env or {})
-        # Its own session, so that nothing but the test's own signals reach it.
+        # Its own session, so that nothing but the test's own signals reach it. SIGINT is set as a
+        # terminal user's shell leaves it, or ignored as `nohup` and `cmd &` in a script leave it,
+        # whatever the test run itself inherited.
+        disposition = signal.SIG_IGN if sigint_ignored else signal.SIG_DFL
         self.proc = subprocess.Popen(
             [*_c2f_command(), "serve", "--model", str(model), "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, disposition),
         )
         self.seen: set[psutil.Process] = set()
 
@@ -143,8 +148,8 @@ def _png(height: int, width: int) -> bytes:
 def serve(semantic_onnx, tmp_path):
     started: list[Serve] = []
 
-    def start(cwd: Path | None = None, **env: str) -> Serve:
-        server = Serve(semantic_onnx, cwd or tmp_path, tmp_path / f"serve{len(started)}.log", env)
+    def start(cwd: Path | None = None, sigint_ignored: bool = False, **env: str) -> Serve:
+        server = Serve(semantic_onnx, cwd or tmp_path, tmp_path / f"serve{len(started)}.log", env, sigint_ignored)
         started.append(server)
         server.wait_ready()
         return server
@@ -160,6 +165,17 @@ def serve(semantic_onnx, tmp_path):
 def test_idle_server_stops_completely_on_signal(serve, signum):
     server = serve()
     server.signal_and_check_gone(signum)
+
+
+def test_server_started_with_sigint_ignored_keeps_serving_on_sigint(serve):
+    """Started as `nohup c2f serve` or `c2f serve &` in a script, it ignores SIGINT, as its shell
+    asked; SIGTERM still stops everything."""
+    server = serve(sigint_ignored=True)
+    os.kill(server.proc.pid, signal.SIGINT)
+    time.sleep(2)
+    assert server.proc.poll() is None, server.log()[-3000:]
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    server.signal_and_check_gone(signal.SIGTERM)
 
 
 def test_busy_server_stops_completely_on_sigterm(serve, tmp_path):
