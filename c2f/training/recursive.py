@@ -317,8 +317,8 @@ def write_final_masks(run: _Run, checkpoint: Path) -> dict:
     relabelled = _relabel(run, [engine], folder, write_masks=True)
     labels, rescued = relabelled.labels, len(relabelled.objectness_fallback)
     summary = {"checkpoint": made_by, "images": len(run.train_set.samples),
-                     "masks": len(labels), "dropped": len(run.train_set.samples) - len(labels),
-                     "objectness_fallback": rescued}
+               "masks": len(labels), "dropped": len(run.train_set.samples) - len(labels),
+               "objectness_fallback": rescued}
     if run.train_set.has_ground_truth and labels:  # nothing kept: nothing to score
         quality = score_label_maps(run.train_set, labels)
         (folder / "quality.json").write_text(json.dumps(quality, indent=2))
