@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from c2f.data.datasets import LabelledDataset, ground_truth
-from c2f.data.io import read_mask, write_label_png, write_mask_png
+from c2f.data.io import file_identity, read_mask, write_label_png, write_mask_png
 from c2f.data.layouts import load_images_masks
 from c2f.masks.config import MaskConfig
 from c2f.masks.stage import MaskStageResult, mask_quality, run_mask_stage
@@ -248,3 +248,43 @@ def test_mask_quality_of_a_real_run(dataset, reference):
     assert set(labels["iou_per_class"]) == set(dataset.class_names)
     with pytest.raises(ValueError, match="stage"):
         mask_quality(dataset, reference, "final")
+
+
+
+def test_touched_inputs_with_the_same_content_are_reused(data_root, tmp_path, monkeypatch):
+    """A copied or restored data folder has new mtimes but the same bytes: nothing is redone."""
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    out = tmp_path / "out"
+    run_mask_stage(_build(root), out, MaskConfig(grabcut=False), progress=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+
+    later = time.time() + 3600
+    for image in (root / "images").rglob("*.*"):
+        os.utime(image, (later, later))
+    edited = root / "images" / "disc" / "disc_002.jpg"
+    data = bytearray(edited.read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size, other content
+    edited.write_bytes(bytes(data))
+
+    again = run_mask_stage(_build(root), out, MaskConfig(grabcut=False), progress=False)
+    counts = again.summary["counts"]
+    assert counts["skipped_cached"] == 8  # all but the edited image and the unreadable one
+    assert counts["done"] + counts["failed"] == 2
+    assert {p: t for p, t in before.items() if "disc_002" not in p.name} == \
+        {p: p.stat().st_mtime_ns for p in before if "disc_002" not in p.name}
+
+    latest = {}
+    for line in _journal(out).read_text().splitlines():
+        record = json.loads(line)
+        latest[record["key"]] = record
+    sample_paths = {s.key: s.image for s in _build(root).samples}
+    for key, record in latest.items():  # reused records now carry the new mtimes
+        assert record["input"]["image"] == file_identity(sample_paths[key])
+
+    def must_not_run(*args):
+        raise AssertionError("content compared although the journal has the current mtimes")
+
+    monkeypatch.setattr("c2f.masks.stage._same_content", must_not_run)
+    third = run_mask_stage(_build(root), out, MaskConfig(grabcut=False), progress=False)
+    assert third.summary["counts"]["skipped_cached"] == 10 - third.summary["counts"]["failed"]

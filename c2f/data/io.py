@@ -12,6 +12,7 @@ later run would otherwise mistake for a finished result.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -143,6 +144,22 @@ def file_identity(path: str | os.PathLike[str]) -> list[int] | None:
     except OSError:
         return None
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def file_digest(path: str | os.PathLike[str]) -> str | None:
+    """BLAKE2b-128 of a file's bytes (hex), or None when it cannot be read.
+
+    The content check behind :func:`file_identity`: a copied, restored or touched file has a new
+    mtime but the same digest, so a cache keyed on both can still be reused.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

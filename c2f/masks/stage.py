@@ -13,6 +13,11 @@ Layout of `out_dir`::
                                                       data_warnings (what loading the data left out)
     manifest-<hash>.rank<k>-of-<n>.jsonl  shard k's journal when n processes share the work
 
+Resume: an image is reused when its journal record's inputs (each file's size and mtime, and its
+labels) are unchanged. When only mtimes changed (a copied, restored or touched data folder), the
+files' content digests, recorded with each result, decide; reused records are rewritten with the
+new mtimes, so the next run needs no digests.
+
 Reproducibility: GrabCut is seeded from each image's key, so outputs do not depend on the
 processing order or the number of workers, and a resumed run is byte-identical to an unbroken one.
 
@@ -45,7 +50,7 @@ import numpy as np
 from tqdm import tqdm
 
 from c2f.data.datasets import IGNORE, LabelledDataset, Sample, ground_truth
-from c2f.data.io import ImageReadError, file_identity, read_image, read_mask, write_label_png, write_mask_png
+from c2f.data.io import ImageReadError, file_digest, file_identity, read_image, read_mask, write_label_png, write_mask_png
 from c2f.evaluation.metrics import Scorer
 from c2f.masks.config import MaskConfig
 from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
@@ -131,6 +136,13 @@ class _Config:
             "image": file_identity(sample.image),
             "sources": {str(p): file_identity(p) for p in self.generator.source_files(sample)},
             "labels": list(sample.labels),
+        }
+
+    def input_content(self, sample: Sample) -> dict[str, Any]:
+        """The input files' content digests: a result stays valid when only their mtimes change."""
+        return {
+            "image": file_digest(sample.image),
+            "sources": {str(p): file_digest(p) for p in self.generator.source_files(sample)},
         }
 
 
@@ -266,12 +278,33 @@ def _terminate_torn_line(path: Path) -> None:
                 handle.write(b"\n")
 
 
-def _is_cached(record: dict[str, Any] | None, state: dict[str, Any], out_dir: Path) -> bool:
+def _finished(record: dict[str, Any] | None, out_dir: Path) -> bool:
+    """The record is a result (labelled or dropped) whose files are all still there."""
     if record is None or record.get("status") not in ("done", "dropped"):
         return False
-    if record.get("input") != state:
-        return False
     return all((out_dir / rel).is_file() for rel in record["outputs"].values())
+
+
+def _size(identity: list[int] | None) -> int | None:
+    return None if identity is None else identity[0]
+
+
+def _same_content(record: dict[str, Any], state: dict[str, Any], content: Callable[[], dict[str, Any]]) -> bool:
+    """Whether only the input files' mtimes changed since `record` (a copy, a restore, a touch).
+
+    Same labels, same files, same sizes, and then the same content digests; ``content`` reads the
+    files, so it runs only when everything cheaper agrees. Records written before digests were kept
+    have no ``content`` and never match.
+    """
+    before = record.get("input") or {}
+    sources = before.get("sources") or {}
+    if "content" not in record or before.get("labels") != state["labels"] or set(sources) != set(state["sources"]):
+        return False
+    if _size(before.get("image")) != _size(state["image"]):
+        return False
+    if any(_size(sources[path]) != _size(identity) for path, identity in state["sources"].items()):
+        return False
+    return content() == record["content"]
 
 
 def _run(config: _Config, samples: list[Sample], workers: int) -> Iterator[dict[str, Any]]:
@@ -405,12 +438,24 @@ def run_mask_stage(
     started = time.perf_counter()
     states = {s.key: job.input_state(s) for s in dataset.samples}
     records = _read_journals(out_dir, settings_hash, states)
-    all_pending = {s.key for s in dataset.samples
-                   if not _is_cached(records.get(s.key), states[s.key], out_dir)}
+    all_pending: set[str] = set()
+    refreshed: list[dict[str, Any]] = []  # cached results whose files were only touched
+    for sample in dataset.samples:
+        record, state = records.get(sample.key), states[sample.key]
+        if not _finished(record, out_dir):
+            all_pending.add(sample.key)
+        elif record.get("input") != state:
+            if _same_content(record, state, lambda: job.input_content(sample)):
+                records[sample.key] = {**record, "input": state}
+                refreshed.append(records[sample.key])
+            else:
+                all_pending.add(sample.key)
     pending = [s for s in dataset.samples[rank::world] if s.key in all_pending]
+    content = {s.key: job.input_content(s) for s in pending}  # before any work: what the result is of
     n_skipped = len(dataset.samples) - len(all_pending)
     if n_skipped:
-        logger.info("mask stage: %d of %d images cached in %s", n_skipped, len(dataset), out_dir)
+        logger.info("mask stage: %d of %d images cached in %s (%d with new mtimes, same content)",
+                    n_skipped, len(dataset), out_dir, len(refreshed))
     if barrier is not None:
         barrier()  # every shard has read the caches before any writes: the counts agree
 
@@ -418,9 +463,16 @@ def run_mask_stage(
     n_done = 0
     with journal.open("a", encoding="utf-8") as handle, \
             tqdm(total=len(pending), desc="masks", unit="img", disable=not progress) as bar:
+        mine = {s.key for s in dataset.samples[rank::world]}
+        for record in refreshed:  # the next run then trusts the new mtimes without reading the files
+            if record["key"] in mine:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
         records_in = runner(job, pending) if runner is not None else _run(job, pending, config.workers)
         for record in records_in:
             record["input"] = states[record["key"]]
+            if record["status"] != "failed":
+                record["content"] = content[record["key"]]
             handle.write(json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
