@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 
 from c2f.cli.main import cli
 from c2f.data.datasets import LabelledDataset, Sample, ground_truth
-from c2f.data.io import read_image, read_mask, write_rgb
+from c2f.data.io import file_identity, read_image, read_mask, write_rgb
 from c2f.data.layouts import load_images_masks
 from c2f.data.synthetic import generate_demo_dataset
 from c2f.masks.cam import CamGenerator
@@ -94,6 +95,27 @@ def test_ufs_rerun_reuses_weights_and_masks(ufs_data, ufs_run, tmp_path):
     other.fit(ufs_data, first.out_dir / "generators", progress=False)
     assert other.settings()["weights_sha256"] != generator.settings()["weights_sha256"]
     assert len(list((first.out_dir / "generators" / "ufs").glob("*.pt"))) == 2
+
+
+
+def test_copied_data_folder_reuses_weights_and_masks(ufs_data, ufs_run, tmp_path):
+    """Copies get new mtimes: the content digests still find the weights and the masks."""
+    _, first = ufs_run
+    data = tmp_path / "data"
+    shutil.copytree(ufs_data.root, data, copy_function=shutil.copy)  # copy, not copy2: new mtimes
+    out = tmp_path / "out"
+    shutil.copytree(first.out_dir, out)
+    weights = sorted((out / "generators" / "ufs").glob("*.pt"))
+    aliases = len(list((out / "generators" / "ufs").glob("*.alias")))
+    copied = load_images_masks(data)
+    assert file_identity(copied.samples[0].image) != file_identity(ufs_data.samples[0].image)
+
+    again = run_mask_stage(copied, out, generator=UfsGenerator(**UFS_OPTIONS), progress=False)
+    assert sorted((out / "generators" / "ufs").glob("*.pt")) == weights  # nothing retrained
+    assert again.summary["settings_hash"] == first.summary["settings_hash"]
+    assert again.summary["counts"]["skipped_cached"] == len(ufs_data)
+    assert _outputs(out) == _outputs(first.out_dir)
+    assert len(list((out / "generators" / "ufs").glob("*.alias"))) == aliases + 1  # the copies' mtimes
 
 
 def test_grabcut_improves_ufs_masks(ufs_data, ufs_run):

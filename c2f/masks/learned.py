@@ -15,6 +15,7 @@ import multiprocessing
 import os
 from abc import abstractmethod
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import cv2
@@ -23,10 +24,12 @@ import torch
 from torch import nn
 
 from c2f.data.datasets import LabelledDataset, Sample
-from c2f.data.io import ImageReadError, file_identity, read_image
+from c2f.data.io import ImageReadError, file_digest, file_identity, read_image
 from c2f.masks.generators import CoarseGenerator
 
 logger = logging.getLogger(__name__)
+
+Fingerprint = Callable[[Path], Any]  # a file -> what identifies it (file_identity, file_digest)
 
 __all__ = ["LearnedGenerator", "read_training_images"]
 
@@ -72,24 +75,40 @@ class LearnedGenerator(CoarseGenerator):
     def _build(self, payload: dict[str, Any]) -> nn.Module:
         """The model described by a saved payload, weights loaded."""
 
-    def _fit_inputs(self, dataset: LabelledDataset) -> list[Any]:
+    def _fit_inputs(self, dataset: LabelledDataset, fingerprint: Fingerprint = file_identity) -> list[Any]:
         """What the training data consists of: keys, labels and image fingerprints, sorted."""
-        return sorted([s.key, list(s.labels), file_identity(s.image)] for s in dataset.samples)
+        return sorted([s.key, list(s.labels), fingerprint(s.image)] for s in dataset.samples)
+
+    def _digest(self, dataset: LabelledDataset, fingerprint: Fingerprint) -> str:
+        identity = {"options": self.options(), "inputs": self._fit_inputs(dataset, fingerprint),
+                    "classes": dataset.class_names}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
     def fit(self, dataset: LabelledDataset, work_dir: Path, progress: bool = True) -> None:
-        identity = {"options": self.options(), "inputs": self._fit_inputs(dataset),
-                    "classes": dataset.class_names}
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        path = Path(work_dir) / self.name / f"{digest}.pt"
+        """Train on `dataset`, or reuse the weights trained on the same images with the same options.
+
+        Weights are named by the images' content digests, so a copied or restored data folder
+        reuses them; ``<size-and-mtime digest>.alias`` files name the weights of the files as they
+        are now, so a rerun on untouched files reads no image to find them.
+        """
+        folder = Path(work_dir) / self.name
+        alias = folder / f"{self._digest(dataset, file_identity)}.alias"
+        path = folder / alias.read_text().strip() if alias.is_file() else None
+        if path is None or not path.is_file():
+            path = folder / f"{self._digest(dataset, file_digest)}.pt"
         if path.is_file():
             logger.info("%s generator: reusing trained weights %s", self.name, path)
         else:
             payload = self._train(dataset, progress)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             torch.save(payload, tmp)
             os.replace(tmp, path)
             logger.info("%s generator: trained weights saved to %s", self.name, path)
+        if not alias.is_file() or alias.read_text().strip() != path.name:
+            tmp = alias.with_name(f".{alias.name}.{os.getpid()}.tmp")
+            tmp.write_text(path.name + "\n")
+            os.replace(tmp, alias)
         self._weights = path.resolve()
         self._weights_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         self._model = None  # predict with the saved weights, whether just trained or reloaded

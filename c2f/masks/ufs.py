@@ -28,7 +28,7 @@ from c2f.masks.generators import (
     register_generator,
 )
 from c2f.data.io import file_identity
-from c2f.masks.learned import LearnedGenerator, read_training_images
+from c2f.masks.learned import Fingerprint, LearnedGenerator, read_training_images
 
 logger = logging.getLogger(__name__)
 
@@ -132,11 +132,11 @@ class UfsGenerator(LearnedGenerator):
                 "generations": self.generations, "epochs": self.epochs, "size": self.size,
                 "seed": self.seed, "threshold": self.threshold}
 
-    def _fit_inputs(self, dataset: LabelledDataset) -> list[Any]:
+    def _fit_inputs(self, dataset: LabelledDataset, fingerprint: Fingerprint = file_identity) -> list[Any]:
         teacher_files = sorted(
-            [str(path), file_identity(path)]
+            [str(path), fingerprint(path)]
             for sample in dataset.samples for path in self.teacher.source_files(sample))
-        return [*super()._fit_inputs(dataset), teacher_files]
+        return [*super()._fit_inputs(dataset, fingerprint), teacher_files]
 
     def _train(self, dataset: LabelledDataset, progress: bool) -> dict[str, Any]:
         samples, images, small = read_training_images(dataset.samples, self.size)
