@@ -495,6 +495,10 @@ def markdown(results: dict, command: str) -> str:
         f"{_fmt_ratio(weak_final['val_crf']['miou'], full['val_crf']['miou'])} |",
         f"| Horse val Jaccard | {_pct(horse_final['val']['fg_jaccard'])} | {_pct(horse_full['val']['fg_jaccard'])} | "
         f"{_fmt_ratio(horse_final['val']['fg_jaccard'], horse_full['val']['fg_jaccard'])} |",
+        *([f"| Horse val Jaccard + CRF | {_pct(horse_final['val_crf']['fg_jaccard'])} | "
+           f"{_pct(horse_full['val_crf']['fg_jaccard'])} | "
+           f"{_fmt_ratio(horse_final['val_crf']['fg_jaccard'], horse_full['val_crf']['fg_jaccard'])} |"]
+          if "val_crf" in horse_final else []),
         "",
         f"Paper: weak/full about {PAPER['weak_full_ratio']}.",
         "",

@@ -91,6 +91,8 @@ def test_quick_mode_produces_every_table(tmp_path: Path) -> None:
     report = (out / "results.md").read_text()
     for heading in ("Table I", "Recursion curve", "Fully supervised reference", "Weizmann Horse", "Targets"):
         assert heading in report
+    for row in ("| VOC val mIoU + CRF |", "| Horse val Jaccard + CRF |"):  # weak / full with CRF on both sides
+        assert row in report
     for png in ("results_rounds.png", "results_overlays.png"):
         assert read_image(out / png).shape[0] > 100
 
