@@ -204,6 +204,11 @@ def test_masks_cli_generator_options_and_quality_table(demo_data, tmp_path):
     assert {"box_baseline", "coarse", "refined", "labels"} <= set(report["quality"])
     # The whole-box baseline is the box generator at its default fraction, without GrabCut.
     assert report["quality"]["box_baseline"]["fg_jaccard"] > 0
+    counts = report["summary"]["counts"]
+    assert f"{counts['total']} images: {counts['done']} processed now, 0 reused" in result.output
+    again = CliRunner().invoke(cli, ["masks", "--data", str(demo_data), "--out", str(out), "--generator", "box",
+                                     "--generator-option", "fraction=0.6", "--crf", "--no-progress"])
+    assert f"{counts['total']} images: 0 processed now, {counts['total']} reused" in again.output
     bad = CliRunner().invoke(cli, ["masks", "--data", str(demo_data), "--out", str(out),
                                    "--generator-option", "fraction"])
     assert bad.exit_code != 0 and "key=value" in bad.output

@@ -85,4 +85,7 @@ def command(
         for name, scores in rows.items():
             click.echo(f"{name:<{width}}  {scores['miou']:.3f}  {scores['fg_jaccard']:.3f}")
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    counts = result.summary["counts"]
+    click.echo(f"{counts['total']} images: {counts['done']} processed now, {counts['skipped_cached']} reused from "
+               f"an earlier run, {counts['failed']} failed; {counts['labelled']} labelled, {counts['dropped']} dropped")
     click.echo(f"labels in {out / 'labels'}; summary in {out / 'summary.json'}")

@@ -14,8 +14,8 @@ import logging
 import multiprocessing
 import os
 from abc import abstractmethod
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cv2
