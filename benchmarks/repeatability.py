@@ -18,7 +18,7 @@ from typing import Any
 from json_report import emit  # benchmarks/json_report.py: the scripts' shared output
 
 # What names a speed figure in c2f's benchmark reports (last key of its path), and what does not.
-SPEED_MARKS = ("per_s", "per_image", "_ms_", "gflops", "gflop_per_cpu_s", "share_of_peak", "speedup", "ratio")
+SPEED_MARKS = ("per_s", "per_image", "_ms_", "gflops", "gflop_per_cpu_s", "share_of_peak", "speedup", "_ratio")
 NOT_SPEED = ("gflop_per_image", "target")  # FLOP counts per image; the issue's target values
 PEAK_GROUPS = ("peak_gflops", "peak_gflop_per_cpu_s")  # {backend: GFLOP/s} of the matmul peak
 FACT_SECTIONS = ("settings", "machine", "memory", "targets")  # settings and facts; targets repeat figures
