@@ -71,6 +71,37 @@ def test_segment_folder_all_formats_and_resume(tmp_path, demo_data, semantic_onn
     assert len((out / "results.jsonl").read_text().splitlines()) == len(good)
 
 
+
+def test_resume_redoes_images_made_with_another_model_option_or_file(
+    tmp_path, demo_data, semantic_onnx, semantic_checkpoint
+) -> None:
+    """A rerun into the same folder skips only what it would make the same way; the rest is replaced."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    good = _make_tree(src, demo_data)
+
+    def run(*extra: str, model: Path = semantic_onnx) -> dict:
+        CliRunner().invoke(cli, ["segment", str(src), "-o", str(out), "--model", str(model), "--no-progress", *extra])
+        return json.loads((out / "report.json").read_text())
+
+    assert run()["done"] == len(good)
+    same_bytes = tmp_path / "copy.onnx"
+    shutil.copy(semantic_onnx, same_bytes)
+    assert run(model=same_bytes)["skipped_already_done"] == len(good)  # the model is its content, not its path
+
+    assert run("--crf")["done"] == len(good)  # another option: every mask made again
+    image = read_image(src / "top.jpg")
+    crf_label = Engine.open(semantic_onnx).segment([image], crf=True)[0].label_map
+    assert np.array_equal(np.asarray(Image.open(out / "top.png")), crf_label)
+    assert run("--crf")["skipped_already_done"] == len(good)
+    assert run("--crf", model=semantic_checkpoint)["done"] == len(good)  # another model file
+
+    edited = src / "a" / "one.jpg"
+    Image.fromarray(read_image(edited)[:, ::-1]).save(edited, format="JPEG")
+    again = run("--crf", model=semantic_checkpoint)
+    assert again["done"] == 1 and again["skipped_already_done"] == len(good) - 1  # only the edited image
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert records[-1]["path"] == "a/one.jpg" and records[-1]["input"][0] == edited.stat().st_size
+
 def test_include_exclude_globs(tmp_path, demo_data, semantic_onnx) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     _make_tree(src, demo_data)

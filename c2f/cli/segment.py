@@ -47,9 +47,11 @@ def command(
 ) -> None:
     """Segment every image under INPUT_DIR, mirroring the tree into --out.
 
-    Already segmented images are skipped, so an interrupted run continues where it stopped; unreadable
-    files are listed in OUT/report.json and skipped. OUT/results.jsonl records each image's output files
-    (and with --labels-from, the labels it was segmented with). Images whose outputs would share a name
+    Images already segmented the same way (same model file, --crf, --grabcut and labels; image file
+    unchanged) are skipped, so an interrupted run continues where it stopped; a rerun with another model
+    or option replaces the masks made before. Unreadable files are listed in OUT/report.json and skipped.
+    OUT/results.jsonl records each image's output files (and with --labels-from, the labels it was
+    segmented with). Images whose outputs would share a name
     (x.jpg beside x.png in one folder) are named after their full file names: x.jpg.png, x.png.png.
     --out may lie inside INPUT_DIR; it is never read as input.
 
@@ -82,7 +84,8 @@ def command(
         from c2f.distributed.ray_segment import segment_folder_on_ray
         from c2f.inference.folder import plan_folder
 
-        plan = plan_folder(engine, input_dir, out_dir, formats=formats, include=include, exclude=exclude, labels=labels)
+        plan = plan_folder(engine, input_dir, out_dir, formats=formats, include=include, exclude=exclude, labels=labels,
+                           crf=crf, grabcut=grabcut)
         report = segment_folder_on_ray(engine, plan, address=ray_address, model=model, crf=crf, grabcut=grabcut,
                                        progress=progress, device=device, threads=threads)
     else:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
 
+from c2f.data.io import file_digest
 from c2f.labelmap import IGNORE
 
 from .backends import Backend, ModelInfo, load_backend
@@ -402,9 +403,10 @@ class Engine:
         self, backend: Backend, batch_size: int = 8, keep_aspect: bool = False,
         refine_max_pixels: int | None = REFINE_MAX_PIXELS, *,
         crf_max_pixels: int | None = CRF_MAX_PIXELS, crf_prune_below: float | None = CRF_PRUNE_BELOW,
-        crf_iterations: int = CRF_ITERATIONS,
+        crf_iterations: int = CRF_ITERATIONS, model_digest: str | None = None,
     ) -> None:
         self.backend = backend
+        self.model_digest = model_digest  # the model file's content digest (Engine.open); None: unknown
         self.batch_size = batch_size
         self.keep_aspect = keep_aspect
         self.refine_max_pixels = refine_max_pixels
@@ -420,7 +422,15 @@ class Engine:
         crf_iterations: int = CRF_ITERATIONS,
     ) -> "Engine":
         return cls(load_backend(path, device, threads), batch_size, keep_aspect, refine_max_pixels,
-                   crf_max_pixels=crf_max_pixels, crf_prune_below=crf_prune_below, crf_iterations=crf_iterations)
+                   crf_max_pixels=crf_max_pixels, crf_prune_below=crf_prune_below, crf_iterations=crf_iterations,
+                   model_digest=file_digest(path))
+
+    def output_settings(self) -> dict[str, Any]:
+        """What decides this engine's masks besides the image and each call's options: the model file
+        (its digest; None for an engine built on an in-memory backend) and the refinement bounds."""
+        return {"model": self.model_digest, "keep_aspect": self.keep_aspect,
+                "refine_max_pixels": self.refine_max_pixels, "crf_max_pixels": self.crf_max_pixels,
+                "crf_prune_below": self.crf_prune_below, "crf_iterations": self.crf_iterations}
 
     @property
     def info(self) -> ModelInfo:

@@ -12,6 +12,11 @@ case-insensitively, as on macOS and Windows), each of them is named after its fu
 ``x.jpg.png``, ``x.jpg_mask.png``, ``x.png.png``, ... The choice depends only on which image files the
 input folder holds, never on ``include``/``exclude``, so every run names an image's outputs alike.
 
+Resume: an image is skipped when results.jsonl records it with the outputs this run would write, all
+present, made from the same file (size and mtime), with the same model file (content digest), the same
+``crf``/``grabcut`` choice and refinement bounds, and the same labels. Anything else is segmented again
+and its outputs replaced, so a rerun with another model or another option never keeps stale masks.
+
 The output folder may lie inside the input folder: it is never read as input. Temporary files left by
 a killed run (see :func:`c2f.data.io.remove_stale_temporaries`) are removed when the next run starts.
 
@@ -23,6 +28,7 @@ image's relative path to its classes, from :func:`folder_labels` (the class fold
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import time
 from collections import defaultdict, deque
@@ -39,6 +45,7 @@ from c2f.data.io import (
     IMAGE_EXTENSIONS,
     SUPPORTED_TYPES,
     ImageReadError,
+    file_identity,
     read_image,
     remove_stale_temporaries,
     write_label_png,
@@ -208,7 +215,9 @@ class FolderPlan:
 
     ``pending`` are the relative paths still to segment, in input order; ``bases`` each image's output
     name (:func:`output_bases`); ``own`` each image's class indices when labels were given; ``report``
-    already holds the images skipped as done and the temporaries removed.
+    already holds the images skipped as done and the temporaries removed. ``made_with`` digests what
+    decides the masks (model file, options) and ``inputs`` holds each pending file's size and mtime:
+    both go into every record, and a later run skips an image only when they still match.
     """
 
     input_dir: Path
@@ -218,6 +227,8 @@ class FolderPlan:
     bases: dict[str, str]
     own: dict[str, tuple[int, ...]] | None
     report: FolderReport
+    made_with: str = ""
+    inputs: dict[str, list[int] | None] = field(default_factory=dict)
 
     def targets(self, rel: str) -> dict[str, Path]:
         """Each format's output file for image ``rel``."""
@@ -233,6 +244,8 @@ def plan_folder(
     include: Sequence[str],
     exclude: Sequence[str],
     labels: Mapping[str, Sequence[Label]] | None,
+    crf: bool = False,
+    grabcut: bool = False,
 ) -> FolderPlan:
     """Check the arguments, prepare ``out_dir`` and find the images not yet done (see :func:`segment_folder`)."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
@@ -246,15 +259,28 @@ def plan_folder(
     report.removed_temporaries = [p.relative_to(out_dir).as_posix() for p in remove_stale_temporaries(out_dir)]
     files = _visible_files(input_dir, skip=out_dir)
     bases = output_bases(p.relative_to(input_dir).as_posix() for p in files)  # from all files: filter-proof
+    made_with = made_with_digest(engine, crf=crf, grabcut=grabcut)
+    class_names = engine.info.class_names
     finished = _finished(out_dir)
-    pending = []
+    pending, inputs = [], {}
     for path in (p for p in files if _selected(p, input_dir, include, exclude)):
         rel = path.relative_to(input_dir).as_posix()
-        if rel in bases and _is_finished(finished.get(rel), output_paths(out_dir, rel, formats, bases[rel]), out_dir):
+        identity = file_identity(path)
+        made_of = {"made_with": made_with, "input": identity,
+                   "labels": None if own is None or rel not in own else [class_names[i] for i in own[rel]]}
+        if rel in bases and _is_finished(finished.get(rel), output_paths(out_dir, rel, formats, bases[rel]), out_dir,
+                                         made_of):
             report.skipped.append(rel)
         else:
             pending.append(rel)
-    return FolderPlan(input_dir, out_dir, tuple(formats), pending, bases, own, report)
+            inputs[rel] = identity
+    return FolderPlan(input_dir, out_dir, tuple(formats), pending, bases, own, report, made_with, inputs)
+
+
+def made_with_digest(engine: Engine, *, crf: bool, grabcut: bool) -> str:
+    """A short digest of what decides a folder run's masks: the engine's model and bounds, CRF, GrabCut."""
+    settings = {**engine.output_settings(), "crf": crf, "grabcut": grabcut}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def segment_folder(
@@ -273,8 +299,9 @@ def segment_folder(
 ) -> FolderReport:
     """Segment every image under ``input_dir``; images already done are skipped (resume).
 
-    Done means results.jsonl records the image with exactly the outputs this run would write, and
-    they all exist; anything else (new, failed, killed part-way) is segmented again. The output folder
+    Done means results.jsonl records the image with exactly the outputs this run would write, all
+    present, made from the same file with the same model, options and labels; anything else (new,
+    edited, failed, killed part-way, another model or option) is segmented again. The output folder
     is left out of the input scan, and temporary files a killed run left in it are removed first.
 
     Images go to the model ``engine.batch_size`` at a time; ``workers`` threads decode the next
@@ -287,7 +314,8 @@ def segment_folder(
     read (``ValueError``), and an image without an entry is reported as failed, not segmented
     (and retried by the next run, like any failure).
     """
-    plan = plan_folder(engine, input_dir, out_dir, formats=formats, include=include, exclude=exclude, labels=labels)
+    plan = plan_folder(engine, input_dir, out_dir, formats=formats, include=include, exclude=exclude, labels=labels,
+                       crf=crf, grabcut=grabcut)
     class_names = engine.info.class_names
     pending = plan.pending
     chunks = iter([pending[start : start + engine.batch_size] for start in range(0, len(pending), engine.batch_size)])
@@ -357,6 +385,7 @@ class ResultsSink:
 
     def done(self, records: Iterable[dict]) -> None:
         for record in records:
+            record = {**record, "made_with": self.plan.made_with, "input": self.plan.inputs.get(record["path"])}
             self._jsonl.write(json.dumps(record) + "\n")
             self.plan.report.done.append(record["path"])
             self._bar.update(1)
@@ -369,13 +398,9 @@ class ResultsSink:
             (self.plan.out_dir / "report.json").write_text(json.dumps(self.plan.report.to_dict(), indent=2))
 
 
-def _finished(out_dir: Path) -> dict[str, dict[str, str]]:
-    """Relative image path -> its output files (format -> path relative to ``out_dir``), per results.jsonl.
-
-    The last record of a path wins. A line cut short by a kill is ignored, and records of older
-    versions (no ``outputs``) map to ``{}``, which :func:`_is_finished` reads as "the computed names".
-    """
-    finished: dict[str, dict[str, str]] = {}
+def _finished(out_dir: Path) -> dict[str, dict]:
+    """Relative image path -> its last record in results.jsonl; a line cut short by a kill is ignored."""
+    finished: dict[str, dict] = {}
     try:
         lines = (out_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -383,25 +408,26 @@ def _finished(out_dir: Path) -> dict[str, dict[str, str]]:
     for line in lines:
         try:
             record = json.loads(line)
-            finished[record["path"]] = dict(record.get("outputs") or {})
+            finished[str(record["path"])] = record
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return finished
 
 
-def _is_finished(recorded: dict[str, str] | None, targets: Mapping[str, Path], out_dir: Path) -> bool:
-    """An image is done when results.jsonl records it with these outputs and they all exist.
+def _is_finished(record: dict | None, targets: Mapping[str, Path], out_dir: Path, made_of: Mapping) -> bool:
+    """An image is done when results.jsonl records it with these outputs, they all exist, and the record
+    says it was made as this run would make it (``made_of``: settings digest, file identity, labels).
 
     Requiring the record as well as the files means an image killed between writing its files and
     its record is redone (so results.jsonl always lists it), and outputs written under another name
-    (by a version that let clashing names overwrite each other) do not count.
+    (by a version that let clashing names overwrite each other) do not count. Records written before
+    ``made_with`` was recorded never match: the model that made them is unknown.
     """
-    if recorded is None:
+    if record is None or any(record.get(key) != value for key, value in made_of.items()):
         return False
-    for fmt, target in targets.items():
-        if (recorded and recorded.get(fmt) != target.relative_to(out_dir).as_posix()) or not target.exists():
-            return False
-    return True
+    outputs = record.get("outputs") or {}
+    return all(outputs.get(fmt) == target.relative_to(out_dir).as_posix() and target.exists()
+               for fmt, target in targets.items())
 
 
 def _open_results(path: Path) -> TextIO:
