@@ -176,6 +176,11 @@ def test_labels_from_folders_restricts_each_mask_to_its_folder_class(tmp_path, d
     assert report["done"] == 0 and report["skipped_already_done"] == len(expected)
     assert [f["path"] for f in report["failed"]] == ["loose.jpg"]
 
+    unrestricted = CliRunner().invoke(cli, [a for a in args if a not in ("--labels-from", "folders")])
+    assert unrestricted.exit_code == 0, unrestricted.output  # other labels (none): every mask made again
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == len(expected) + 1 and report["skipped_already_done"] == 0
+
 
 def test_labels_from_file_with_several_classes_per_image(tmp_path, demo_data, semantic_onnx) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
