@@ -227,8 +227,8 @@ class FolderPlan:
     bases: dict[str, str]
     own: dict[str, tuple[int, ...]] | None
     report: FolderReport
-    made_with: str = ""
-    inputs: dict[str, list[int] | None] = field(default_factory=dict)
+    made_with: str
+    inputs: dict[str, list[int] | None]
 
     def targets(self, rel: str) -> dict[str, Path]:
         """Each format's output file for image ``rel``."""
