@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -19,11 +19,17 @@ from PIL import Image, ImageOps
 from c2f.data.io import _to_rgb, decode_image, file_identity, read_image
 from c2f.inference.engine import Engine, Label, Prediction
 
+if TYPE_CHECKING:
+    from c2f.inference.folder import FolderReport
+
 ImageInput = Union[np.ndarray, str, os.PathLike, Image.Image, bytes]
 """One image: an RGB uint8 array (HxWx3; HxW gray and HxWx4 RGBA are taken too, alpha dropped),
 a file path, a PIL image, or the bytes of an image file."""
 
 Classes = Union[Label, Sequence[Label], None]
+
+FolderLabels = Union[str, os.PathLike, Mapping[str, Sequence[Label]], None]
+"""Known classes of a folder's images: ``"folders"``, a label file, or {relative path: classes}."""
 
 
 def to_rgb_array(image: ImageInput) -> np.ndarray:
@@ -140,6 +146,32 @@ class Segmenter:
             labels = [None if entry is None else self.engine.class_indices(entry) for entry in labels]
         arrays = [to_rgb_array(image) for image in images]
         return self.engine.segment(arrays, crf=crf, grabcut=grabcut, labels=labels)
+
+    def segment_folder(
+        self, input_dir: str | os.PathLike, out_dir: str | os.PathLike, *, formats: Sequence[str] = ("label",),
+        labels: FolderLabels = None, crf: bool = False, grabcut: bool = False, include: Sequence[str] = ("*",),
+        exclude: Sequence[str] = (), workers: int = 2, progress: bool = True,
+    ) -> FolderReport:
+        """Segment every image under ``input_dir`` into ``out_dir``, as ``c2f segment`` does.
+
+        The same outputs (``formats``: label, mask, cutout, overlay), ``results.jsonl`` and
+        ``report.json``; a rerun skips what it would make the same way. ``labels``: ``None``,
+        ``"folders"`` (each image's class is its folder under ``input_dir``), a label file
+        (``relative/path.jpg<TAB>class[,class...]``) or ``{relative path: classes}``; every class is
+        checked against the model before any image is read (``ValueError``). Unreadable files are
+        reported in the returned :class:`~c2f.inference.folder.FolderReport`, never raised.
+        """
+        from c2f.inference.folder import find_files, folder_labels, read_label_file, segment_folder
+
+        input_dir, out_dir = Path(input_dir), Path(out_dir)
+        if labels == "folders":
+            files = find_files(input_dir, include, exclude, skip=out_dir)
+            labels = folder_labels([path.relative_to(input_dir).as_posix() for path in files])
+        elif isinstance(labels, (str, os.PathLike)):
+            labels = read_label_file(labels)
+        return segment_folder(self.engine, input_dir, out_dir, tuple(formats), include=tuple(include),
+                              exclude=tuple(exclude), crf=crf, grabcut=grabcut, progress=progress, workers=workers,
+                              labels=labels)
 
     def __repr__(self) -> str:
         names = self.class_names

@@ -143,3 +143,25 @@ def test_unknown_attribute_raises_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'segmenter'"):
         c2f.segmenter  # noqa: B018
     assert not hasattr(c2f, "nothing_here")
+
+
+def test_segment_folder_writes_what_c2f_segment_writes_and_resumes(segmenter, semantic_onnx, demo_data, tmp_path):
+    from click.testing import CliRunner
+
+    from c2f.cli.main import cli
+
+    src, py, cli_out = demo_data / "images", tmp_path / "py", tmp_path / "cli"
+    report = segmenter.segment_folder(src, py, formats=["label", "mask"], labels="folders", progress=False)
+    result = CliRunner().invoke(cli, ["segment", str(src), "-o", str(cli_out), "--model", str(semantic_onnx),
+                                      "--no-progress", "--format", "label", "--format", "mask", "--labels-from", "folders"])
+    assert result.exit_code == 0, result.output
+    assert len(report.done) == len(list(src.rglob("*.jpg"))) and not report.failed
+    pngs = sorted(p.relative_to(cli_out) for p in cli_out.rglob("*.png"))
+    assert pngs == sorted(p.relative_to(py) for p in py.rglob("*.png")) and len(pngs) == 2 * len(report.done)
+    assert all((py / rel).read_bytes() == (cli_out / rel).read_bytes() for rel in pngs)
+
+    again = segmenter.segment_folder(src, py, formats=["label", "mask"], labels="folders", progress=False)
+    assert again.done == [] and len(again.skipped) == len(report.done)
+    with pytest.raises(ValueError, match="unknown class"):
+        segmenter.segment_folder(src, tmp_path / "bad", labels={"disc/disc_000.jpg": ["zebra"]}, progress=False)
+    assert not list((tmp_path / "bad").rglob("*.png"))

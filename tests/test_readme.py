@@ -30,10 +30,12 @@ def swap(code: str, names: dict[str, str]) -> str:
     return code
 
 
-def test_readme_segmenting_example_runs(demo_data, semantic_onnx):
+def test_readme_segmenting_example_runs(demo_data, semantic_onnx, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     images = sorted((demo_data / "images").rglob("*.jpg"))
     code = swap(python_example()[0], {
         '"photos.onnx"': repr(str(semantic_onnx)), '"cat.jpg"': repr(str(images[0])),
+        '"photos/"': repr(str(demo_data / "images")),
         '"a.jpg"': repr(str(images[1])), '"b.jpg"': repr(str(images[2])),
         '"cat"': '"disc"', '"dog"': '"square"', '"person"': '"triangle"'})
     scope: dict = {}
@@ -41,6 +43,7 @@ def test_readme_segmenting_example_runs(demo_data, semantic_onnx):
     seg = scope["seg"]
     restricted = seg(str(images[0]), classes=["disc"]).label_map
     assert set(restricted.ravel().tolist()) <= {0, seg.class_names.index("disc")}
+    assert len(list((tmp_path / "masks").rglob("*_mask.png"))) == len(images)  # the folder example
 
 
 @pytest.mark.slow
