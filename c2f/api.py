@@ -167,6 +167,8 @@ class Segmenter:
         if labels == "folders":
             files = find_files(input_dir, include, exclude, skip=out_dir)
             labels = folder_labels([path.relative_to(input_dir).as_posix() for path in files])
+            if not labels:
+                raise ValueError(f"labels='folders': no images in class folders under {input_dir}")
         elif isinstance(labels, (str, os.PathLike)):
             labels = read_label_file(labels)
         return segment_folder(self.engine, input_dir, out_dir, tuple(formats), include=tuple(include),

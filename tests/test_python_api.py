@@ -165,3 +165,5 @@ def test_segment_folder_writes_what_c2f_segment_writes_and_resumes(segmenter, se
     with pytest.raises(ValueError, match="unknown class"):
         segmenter.segment_folder(src, tmp_path / "bad", labels={"disc/disc_000.jpg": ["zebra"]}, progress=False)
     assert not list((tmp_path / "bad").rglob("*.png"))
+    with pytest.raises(ValueError, match="no images in class folders"):
+        segmenter.segment_folder(src / "disc", tmp_path / "flat", labels="folders", progress=False)
