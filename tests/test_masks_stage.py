@@ -288,3 +288,30 @@ def test_touched_inputs_with_the_same_content_are_reused(data_root, tmp_path, mo
     monkeypatch.setattr("c2f.masks.stage._same_content", must_not_run)
     third = run_mask_stage(_build(root), out, MaskConfig(grabcut=False), progress=False)
     assert third.summary["counts"]["skipped_cached"] == 10 - third.summary["counts"]["failed"]
+
+
+def test_sharded_runs_reuse_touched_inputs_each_recording_its_own(data_root, tmp_path, monkeypatch):
+    """After a touch, two shards each reuse every cached image and refresh only their own records."""
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    out = tmp_path / "out"
+    run_mask_stage(_build(root), out, MaskConfig(grabcut=False), progress=False)
+    later = time.time() + 3600
+    for image in (root / "images").rglob("*.*"):
+        os.utime(image, (later, later))
+
+    dataset = _build(root)
+    first = run_mask_stage(dataset, out, MaskConfig(grabcut=False), shard=(0, 2), progress=False)
+    merged = run_mask_stage(dataset, out, MaskConfig(grabcut=False), shard=(1, 2), progress=False)
+    for result in (first, merged):
+        assert result.summary["counts"]["done"] == 0 and result.summary["counts"]["skipped_cached"] == 9
+    for rank in (0, 1):
+        (journal,) = out.glob(f"manifest-*.rank{rank}-of-2.jsonl")
+        keys = {json.loads(line)["key"] for line in journal.read_text().splitlines()}
+        assert keys == {s.key for s in dataset.samples[rank::2]}  # its own images (the corrupt one: failed)
+
+    def must_not_run(*args):
+        raise AssertionError("content compared although the journals have the current mtimes")
+
+    monkeypatch.setattr("c2f.masks.stage._same_content", must_not_run)
+    assert run_mask_stage(dataset, out, MaskConfig(grabcut=False), progress=False).summary["counts"]["skipped_cached"] == 9
