@@ -161,16 +161,12 @@ class Segmenter:
         checked against the model before any image is read (``ValueError``). Unreadable files are
         reported in the returned :class:`~c2f.inference.folder.FolderReport`, never raised.
         """
-        from c2f.inference.folder import find_files, folder_labels, read_label_file, segment_folder
+        from c2f.inference.folder import find_files, label_names, segment_folder
 
         input_dir, out_dir = Path(input_dir), Path(out_dir)
-        if labels == "folders":
+        if isinstance(labels, (str, os.PathLike)):  # "folders" or a label file, read as c2f segment reads them
             files = find_files(input_dir, include, exclude, skip=out_dir)
-            labels = folder_labels([path.relative_to(input_dir).as_posix() for path in files])
-            if not labels:
-                raise ValueError(f"labels='folders': no images in class folders under {input_dir}")
-        elif isinstance(labels, (str, os.PathLike)):
-            labels = read_label_file(labels)
+            labels = label_names(labels, [path.relative_to(input_dir).as_posix() for path in files])
         return segment_folder(self.engine, input_dir, out_dir, tuple(formats), include=tuple(include),
                               exclude=tuple(exclude), crf=crf, grabcut=grabcut, progress=progress, workers=workers,
                               labels=labels)

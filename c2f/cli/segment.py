@@ -104,25 +104,17 @@ def command(
 
 def _label_names(labels_from: str, rels: list[str]) -> dict[str, tuple[str, ...]]:
     """Class names per relative image path from ``folders`` or a label file (format errors here)."""
-    from c2f.inference.folder import folder_labels, read_label_file
+    from c2f.inference.folder import label_names
 
-    if labels_from == "folders":
-        names = folder_labels(rels)
-        if not names:
-            raise click.BadParameter("no images in class folders under INPUT_DIR", param_hint=_LABELS_HINT)
-        return names
-    path = Path(labels_from)
-    if not path.is_file():
-        raise click.BadParameter(f"{labels_from!r} is neither 'folders' nor a label file", param_hint=_LABELS_HINT)
     try:
-        names = read_label_file(path)
-    except (ValueError, UnicodeDecodeError) as error:
+        names = label_names(labels_from, rels)
+    except ValueError as error:  # UnicodeDecodeError included
         raise click.BadParameter(str(error), param_hint=_LABELS_HINT) from None
-    missing = sorted(set(names) - set(rels))
+    missing = sorted(set(names) - set(rels)) if labels_from != "folders" else []
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        click.echo(f"warning: {len(missing)} images in {path} are not under INPUT_DIR or are excluded: {shown}",
-                   err=True)
+        click.echo(f"warning: {len(missing)} images in {Path(labels_from)} are not under INPUT_DIR or are excluded: "
+                   f"{shown}", err=True)
     return names
 
 

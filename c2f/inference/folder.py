@@ -30,6 +30,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
@@ -180,6 +181,24 @@ def folder_labels(rels: Sequence[str]) -> dict[str, tuple[str, ...]]:
         for rel in rels
         if "/" in rel and Path(rel).suffix.lower() in IMAGE_EXTENSIONS
     }
+
+
+def label_names(source: str | os.PathLike[str], rels: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Class names per relative image path, from ``"folders"`` (:func:`folder_labels` of ``rels``, the
+    input folder's files) or a label file (:func:`read_label_file`).
+
+    ``ValueError`` when no image is in a class folder, when ``source`` is neither, or naming a label
+    file's bad line (an undecodable file included), so the CLI and the Python API refuse alike.
+    """
+    if source == "folders":
+        names = folder_labels(rels)
+        if not names:
+            raise ValueError("no images in class folders under the input folder")
+        return names
+    path = Path(source)
+    if not path.is_file():
+        raise ValueError(f"{str(source)!r} is neither 'folders' nor a label file")
+    return read_label_file(path)
 
 
 def read_label_file(path: str | Path) -> dict[str, tuple[str, ...]]:
