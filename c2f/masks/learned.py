@@ -93,7 +93,8 @@ class LearnedGenerator(CoarseGenerator):
         """
         folder = Path(work_dir) / self.name
         alias = folder / f"{self._digest(dataset, file_identity)}.alias"
-        path = folder / alias.read_text().strip() if alias.is_file() else None
+        aliased = alias.read_text().strip() if alias.is_file() else None
+        path = folder / aliased if aliased else None
         if path is None or not path.is_file():
             path = folder / f"{self._digest(dataset, file_digest)}.pt"
         if path.is_file():
@@ -105,7 +106,7 @@ class LearnedGenerator(CoarseGenerator):
             torch.save(payload, tmp)
             os.replace(tmp, path)
             logger.info("%s generator: trained weights saved to %s", self.name, path)
-        if not alias.is_file() or alias.read_text().strip() != path.name:
+        if aliased != path.name:
             tmp = alias.with_name(f".{alias.name}.{os.getpid()}.tmp")
             tmp.write_text(path.name + "\n")
             os.replace(tmp, alias)
