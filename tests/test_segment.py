@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -101,6 +102,48 @@ def test_resume_redoes_images_made_with_another_model_option_or_file(
     assert again["done"] == 1 and again["skipped_already_done"] == len(good) - 1  # only the edited image
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert records[-1]["path"] == "a/one.jpg" and records[-1]["input"][0] == edited.stat().st_size
+
+def test_copied_input_folder_keeps_its_masks_and_same_size_edits_are_redone(
+    tmp_path, demo_data, semantic_onnx, monkeypatch
+) -> None:
+    """New mtimes with the same bytes (a copy, a restore) skip by content; the journal takes the new mtimes."""
+    import c2f.inference.folder as folder
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    good = _make_tree(src, demo_data)
+    raw = read_image(src / "top.jpg")
+    Image.fromarray(raw).save(src / "raw.png", compress_level=0)  # its size depends only on the pixel count
+    good.add("raw.png")
+
+    def run(folder_in: Path) -> dict:
+        CliRunner().invoke(cli, ["segment", str(folder_in), "-o", str(out), "--model", str(semantic_onnx),
+                                 "--no-progress"])
+        return json.loads((out / "report.json").read_text())
+
+    assert run(src)["done"] == len(good)
+    copy = tmp_path / "copy"
+    shutil.copytree(src, copy, copy_function=shutil.copy)  # new mtimes, same bytes
+    for path in copy.rglob("*"):
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    report = run(copy)
+    assert report["done"] == 0 and report["skipped_already_done"] == len(good)
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read although its size and mtime are recorded")
+
+    with monkeypatch.context() as patch:  # the journal now holds the copy's mtimes: nothing is read again
+        patch.setattr(folder, "file_digest", no_reading)
+        assert run(copy)["skipped_already_done"] == len(good)
+
+    edited = copy / "raw.png"
+    size = edited.stat().st_size
+    Image.fromarray(raw[::-1]).save(edited, compress_level=0)  # other pixels, the same number of bytes
+    assert edited.stat().st_size == size
+    again = run(copy)
+    assert again["done"] == 1 and again["skipped_already_done"] == len(good) - 1
+    label = np.asarray(Image.open(out / "raw.png"))
+    assert np.array_equal(label, Engine.open(semantic_onnx).segment([raw[::-1]])[0].label_map)
+
 
 def test_include_exclude_globs(tmp_path, demo_data, semantic_onnx) -> None:
     src, out = tmp_path / "in", tmp_path / "out"

@@ -13,7 +13,8 @@ case-insensitively, as on macOS and Windows), each of them is named after its fu
 input folder holds, never on ``include``/``exclude``, so every run names an image's outputs alike.
 
 Resume: an image is skipped when results.jsonl records it with the outputs this run would write, all
-present, made from the same file (size and mtime), with the same model file (content digest), the same
+present, made from the same file (size and mtime, or, when only the mtime changed, the same content
+digest: a copied or restored input folder keeps its masks), with the same model file (content digest), the same
 ``crf``/``grabcut`` choice and refinement bounds, and the same labels. Anything else is segmented again
 and its outputs replaced, so a rerun with another model or another option never keeps stale masks.
 
@@ -37,7 +38,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Mapping, Sequence, TextIO
+from typing import Any, Mapping, Sequence, TextIO
 
 import numpy as np
 from tqdm import tqdm
@@ -46,6 +47,7 @@ from c2f.data.io import (
     IMAGE_EXTENSIONS,
     SUPPORTED_TYPES,
     ImageReadError,
+    file_digest,
     file_identity,
     read_image,
     remove_stale_temporaries,
@@ -235,8 +237,9 @@ class FolderPlan:
     ``pending`` are the relative paths still to segment, in input order; ``bases`` each image's output
     name (:func:`output_bases`); ``own`` each image's class indices when labels were given; ``report``
     already holds the images skipped as done and the temporaries removed. ``made_with`` digests what
-    decides the masks (model file, options) and ``inputs`` holds each pending file's size and mtime:
-    both go into every record, and a later run skips an image only when they still match.
+    decides the masks (model file, options) and ``inputs`` holds each pending file's ``input`` (size
+    and mtime) and ``content`` (:func:`~c2f.data.io.file_digest`): all go into every record, and a later
+    run skips an image when they still match, or when only its mtime changed and its content did not.
     """
 
     input_dir: Path
@@ -247,7 +250,7 @@ class FolderPlan:
     own: dict[str, tuple[int, ...]] | None
     report: FolderReport
     made_with: str
-    inputs: dict[str, list[int] | None]
+    inputs: dict[str, dict[str, Any]]
 
     def targets(self, rel: str) -> dict[str, Path]:
         """Each format's output file for image ``rel``."""
@@ -281,19 +284,38 @@ def plan_folder(
     made_with = made_with_digest(engine, crf=crf, grabcut=grabcut)
     class_names = engine.info.class_names
     finished = _finished(out_dir)
-    pending, inputs = [], {}
+    pending, inputs, touched = [], {}, []
     for path in (p for p in files if _selected(p, input_dir, include, exclude)):
         rel = path.relative_to(input_dir).as_posix()
-        identity = file_identity(path)
+        identity, record = file_identity(path), finished.get(rel)
         made_of = {"made_with": made_with, "input": identity,
                    "labels": None if own is None or rel not in own else [class_names[i] for i in own[rel]]}
-        if rel in bases and _is_finished(finished.get(rel), output_paths(out_dir, rel, formats, bases[rel]), out_dir,
-                                         made_of):
+        targets = output_paths(out_dir, rel, formats, bases[rel]) if rel in bases else None
+        if targets is not None and _is_finished(record, targets, out_dir, made_of):
             report.skipped.append(rel)
+        elif targets is not None and _only_mtime_changed(record, path, identity) and _is_finished(
+                record, targets, out_dir, {**made_of, "input": record["input"]}):
+            report.skipped.append(rel)
+            touched.append({**record, "input": identity})  # the next run compares sizes and mtimes only
         else:
             pending.append(rel)
-            inputs[rel] = identity
+            inputs[rel] = {"input": identity, "content": file_digest(path)}
+    if touched:
+        with _open_results(out_dir / "results.jsonl") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in touched)
     return FolderPlan(input_dir, out_dir, tuple(formats), pending, bases, own, report, made_with, inputs)
+
+
+def _only_mtime_changed(record: dict | None, path: Path, identity: list[int] | None) -> bool:
+    """Whether ``path`` is the file ``record`` was made from under a new mtime (copied, restored, touched).
+
+    Same size, then the same :func:`~c2f.data.io.file_digest`; records without a ``content`` digest never
+    match, so the file is read only when its size says it may be unchanged.
+    """
+    if record is None or identity is None or not record.get("content"):
+        return False
+    before = record.get("input")
+    return isinstance(before, list) and before[:1] == identity[:1] and file_digest(path) == record["content"]
 
 
 def made_with_digest(engine: Engine, *, crf: bool, grabcut: bool) -> str:
@@ -404,7 +426,7 @@ class ResultsSink:
 
     def done(self, records: Iterable[dict]) -> None:
         for record in records:
-            record = {**record, "made_with": self.plan.made_with, "input": self.plan.inputs.get(record["path"])}
+            record = {**record, "made_with": self.plan.made_with, **self.plan.inputs.get(record["path"], {})}
             self._jsonl.write(json.dumps(record) + "\n")
             self.plan.report.done.append(record["path"])
             self._bar.update(1)
