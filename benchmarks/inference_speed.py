@@ -16,7 +16,8 @@ What one run measures, on the CPU and in one process (memory excepted: each of t
 
 Timings are interleaved: per model, size and batch, the matmul peak and every backend run in one loop,
 one call each per round (A/B/C/A/B/C..., the order reversed every other round), after warm-up rounds.
-Each figure is a median over the rounds, wall time and CPU-seconds (all threads of this process) side
+Each timed call waits until the previous call's thread pools stopped spinning (:func:`settle`). Each
+figure is a median over the rounds, wall time and CPU-seconds (all threads of this process) side
 by side; the share of the peak divides by the peak measured in the same loop, so a load change during
 the run slows the peak and the model alike instead of skewing their ratio. The peak is the best of
 torch, numpy and ONNX Runtime (at 1 and 2 threads) in that loop; ``share_of_peak_per_cpu_s`` compares
@@ -97,13 +98,35 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+SETTLE_STEP_S = 0.005  # how often settle() looks at this process's CPU time
+SETTLE_MAX_S = 0.5     # settle() gives up waiting after this long
+
+
+def settle(step_s: float = SETTLE_STEP_S, max_s: float = SETTLE_MAX_S) -> float:
+    """Sleep until this process is idle: two ``step_s`` in a row with under 10 % of one core used.
+
+    Thread pools keep spinning after a call returns: ONNX Runtime's about 50 ms after a 2-thread run,
+    OpenMP's (torch) about 10 ms unless it waits passively. On a 2-core machine a call timed inside
+    that window shares its cores with the previous backend's spinning, and this process's CPU-seconds
+    count that spinning too. Two quiet steps, not one, because a busy thread the host did not schedule
+    for one step also looks quiet. Returns the seconds waited (at most about ``max_s``).
+    """
+    began, quiet = time.perf_counter(), 0
+    while quiet < 2 and time.perf_counter() - began < max_s:
+        cpu = time.process_time()
+        time.sleep(step_s)
+        quiet = quiet + 1 if time.process_time() - cpu < 0.1 * step_s else 0
+    return time.perf_counter() - began
+
+
 def interleaved(candidates: dict[str, Callable[[], object]], warmup: int, rounds: int, budget_s: float,
                 min_s: float = 0.0) -> dict[str, dict[str, float]]:
     """Median wall and CPU seconds per call of each candidate, all timed in the same rounds.
 
     Every round calls each candidate once (order reversed every other round, so none always follows
-    the same neighbour), so a load change on a shared machine hits every candidate alike. ``warmup``
-    untimed rounds come first. Rounds continue until ``rounds`` are done and the loop has run
+    the same neighbour), so a load change on a shared machine hits every candidate alike. Each timed
+    call starts once the previous one's thread pools stopped spinning (:func:`settle`), so no call
+    competes with another backend's idle threads. ``warmup`` untimed rounds come first. Rounds continue until ``rounds`` are done and the loop has run
     ``min_s`` seconds, and stop once ``budget_s`` has passed, but never before 5 rounds (or
     ``rounds`` when smaller); at most 10 x ``rounds``. A candidate that raises is dropped and its
     error returned under ``error``.
@@ -112,6 +135,7 @@ def interleaved(candidates: dict[str, Callable[[], object]], warmup: int, rounds
     errors: dict[str, str] = {}
 
     def call(name: str) -> tuple[float, float] | None:
+        settle()
         began_cpu, began = time.process_time(), time.perf_counter()
         try:
             candidates[name]()

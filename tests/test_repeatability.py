@@ -46,3 +46,44 @@ def test_counts_speed_figures_only(tmp_path):
     assert set(widest) == {"/models/deeplab/runs/321px/batch1/onnxruntime/images_per_s",
                            "/models/deeplab/runs/321px/batch1/onnxruntime/ms_per_image"}
     assert widest["/models/deeplab/runs/321px/batch1/onnxruntime/images_per_s"] == 0.2
+
+
+def _run_benchmark_code(code: str) -> str:
+    """Run ``code`` in a fresh interpreter with benchmarks/ importable (inference_speed sets OMP variables)."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "benchmarks", capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+SPINNER = """
+import threading, time
+from inference_speed import settle
+stop = threading.Event()
+def spin(seconds):
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end and not stop.is_set():
+        pass
+"""
+
+
+def test_settle_waits_until_a_busy_thread_of_this_process_stops() -> None:
+    """The interleaved loop times a call only after the previous call's spinning threads went quiet."""
+    out = _run_benchmark_code(SPINNER + """
+busy = threading.Thread(target=spin, args=(0.3,))
+busy.start()
+settle()
+print(busy.is_alive())
+""")
+    assert out == "False"
+
+
+def test_settle_gives_up_after_max_s_when_the_process_never_goes_quiet() -> None:
+    out = _run_benchmark_code(SPINNER + """
+busy = threading.Thread(target=spin, args=(60,))
+busy.start()
+settle(max_s=0.05)
+print(busy.is_alive())
+stop.set()
+""")
+    assert out == "True"
