@@ -161,7 +161,8 @@ class Segmenter:
         checked against the model before any image is read (``ValueError``). Unreadable files are
         reported in the returned :class:`~c2f.inference.folder.FolderReport`, never raised.
         """
-        from c2f.inference.folder import find_files, label_names, segment_folder
+        from c2f.inference.folder import find_files, segment_folder
+        from c2f.inference.image_labels import label_names
 
         input_dir, out_dir = Path(input_dir), Path(out_dir)
         if isinstance(labels, (str, os.PathLike)):  # "folders" or a label file, read as c2f segment reads them

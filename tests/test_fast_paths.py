@@ -110,7 +110,8 @@ def test_pipelined_folder_writes_what_a_sequential_run_writes(tmp_path, demo_dat
     import json
     import shutil
 
-    from c2f.inference.folder import folder_labels, segment_folder
+    from c2f.inference.folder import segment_folder
+    from c2f.inference.image_labels import folder_labels
 
     src = tmp_path / "in"
     shutil.copytree(demo_data / "images", src)

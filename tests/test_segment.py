@@ -108,6 +108,7 @@ def test_copied_input_folder_keeps_its_masks_and_same_size_edits_are_redone(
 ) -> None:
     """New mtimes with the same bytes (a copy, a restore) skip by content; the journal takes the new mtimes."""
     import c2f.inference.folder as folder
+    import c2f.inference.results_log as results_log
 
     src, out = tmp_path / "in", tmp_path / "out"
     good = _make_tree(src, demo_data)
@@ -133,6 +134,7 @@ def test_copied_input_folder_keeps_its_masks_and_same_size_edits_are_redone(
 
     with monkeypatch.context() as patch:  # the journal now holds the copy's mtimes: nothing is read again
         patch.setattr(folder, "file_digest", no_reading)
+        patch.setattr(results_log, "file_digest", no_reading)
         assert run(copy)["skipped_already_done"] == len(good)
 
     edited = copy / "raw.png"

@@ -104,7 +104,7 @@ def command(
 
 def _label_names(labels_from: str, rels: list[str]) -> dict[str, tuple[str, ...]]:
     """Class names per relative image path from ``folders`` or a label file (format errors here)."""
-    from c2f.inference.folder import label_names
+    from c2f.inference.image_labels import label_names
 
     try:
         names = label_names(labels_from, rels)

@@ -25,7 +25,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from c2f.inference.engine import Engine
-from c2f.inference.folder import FolderPlan, FolderReport, ResultsSink, load_image, unusable, write_outputs
+from c2f.inference.folder import FolderPlan, FolderReport, load_image, unusable, write_outputs
+from c2f.inference.results_log import ResultsSink
 
 from . import connected, cpu_slots, gpu_count
 

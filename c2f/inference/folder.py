@@ -22,8 +22,9 @@ The output folder may lie inside the input folder: it is never read as input. Te
 a killed run (see :func:`c2f.data.io.remove_stale_temporaries`) are removed when the next run starts.
 
 Label-aware segmentation (co-segmentation of photos whose classes are known): ``labels`` maps each
-image's relative path to its classes, from :func:`folder_labels` (the class folder an image is in) or
-:func:`read_label_file`; each mask then holds only background and those classes.
+image's relative path to its classes, from :mod:`c2f.inference.image_labels` (the class folder an image is
+in, or a label file); each mask then holds only background and those classes. ``results.jsonl`` and what a
+rerun skips: :mod:`c2f.inference.results_log`.
 """
 
 from __future__ import annotations
@@ -31,17 +32,15 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
 import time
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from c2f.data.io import (
     IMAGE_EXTENSIONS,
@@ -59,11 +58,11 @@ from c2f.data.io import (
 
 from .engine import Engine, Label
 from .render import cutout, foreground_mask, overlay
+from .results_log import ResultsSink, finished_records, is_finished, only_mtime_changed, open_results
 
 FORMATS = ("label", "mask", "cutout", "overlay")
 _SUFFIX = {"label": ".png", "mask": "_mask.png", "cutout": "_cutout.png", "overlay": "_overlay.png"}
 NO_LABELS = "no labels given for this image"
-LABEL_LINE = "relative/path.jpg<TAB>class[,class...]"
 
 
 @dataclass
@@ -171,65 +170,6 @@ def output_paths(out_dir: Path, rel: Path | str, formats: Sequence[str], base: s
     return {fmt: out_dir / f"{base}{_SUFFIX[fmt]}" for fmt in formats}
 
 
-def folder_labels(rels: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """Each relative image path's class: the folder directly under the input folder that holds it.
-
-    ``cat/a.jpg`` and ``cat/2021/b.jpg`` are both ``cat``, so a class folder may keep its own
-    subfolders. Images directly in the input folder have no class and get no entry; files that
-    are not images get none either (they fail as such, and a ``docs/`` folder is not a class).
-    """
-    return {
-        rel: (rel.split("/", 1)[0],)
-        for rel in rels
-        if "/" in rel and Path(rel).suffix.lower() in IMAGE_EXTENSIONS
-    }
-
-
-def label_names(source: str | os.PathLike[str], rels: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    """Class names per relative image path, from ``"folders"`` (:func:`folder_labels` of ``rels``, the
-    input folder's files) or a label file (:func:`read_label_file`).
-
-    ``ValueError`` when no image is in a class folder, when ``source`` is neither, or naming a label
-    file's bad line (an undecodable file included), so the CLI and the Python API refuse alike.
-    """
-    if source == "folders":
-        names = folder_labels(rels)
-        if not names:
-            raise ValueError("no images in class folders under the input folder")
-        return names
-    path = Path(source)
-    if not path.is_file():
-        raise ValueError(f"{str(source)!r} is neither 'folders' nor a label file")
-    return read_label_file(path)
-
-
-def read_label_file(path: str | Path) -> dict[str, tuple[str, ...]]:
-    """A label file -> {relative image path: class names}; ``ValueError`` naming the bad line.
-
-    One image per line: its path relative to the input folder, a TAB, its classes separated by
-    commas (``dogs/rex.jpg<TAB>dog`` or ``park.jpg<TAB>dog,person``). A third column (the mask of a
-    training list file) is ignored, so the list file of a training set can be reused.
-    """
-    path = Path(path)
-    labels: dict[str, tuple[str, ...]] = {}
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        where = f"{path}, line {number}"
-        columns = [column.strip() for column in line.split("\t")]
-        names = tuple(name.strip() for name in columns[1].split(",")) if len(columns) > 1 else ()
-        if len(columns) > 3 or not columns[0] or not names or not all(names):
-            raise ValueError(f"{where}: expected '{LABEL_LINE}', got {line!r}")
-        rel = Path(columns[0])
-        if rel.is_absolute() or ".." in rel.parts:
-            raise ValueError(f"{where}: {columns[0]!r} must be a path relative to the input folder")
-        if rel.as_posix() in labels:
-            raise ValueError(f"{where}: {rel.as_posix()!r} is listed twice")
-        labels[rel.as_posix()] = names
-    return labels
-
-
 @dataclass
 class FolderPlan:
     """What a folder run has to do, worked out before any image is read (shared by local and Ray runs).
@@ -283,7 +223,7 @@ def plan_folder(
     bases = output_bases(p.relative_to(input_dir).as_posix() for p in files)  # from all files: filter-proof
     made_with = made_with_digest(engine, crf=crf, grabcut=grabcut)
     class_names = engine.info.class_names
-    finished = _finished(out_dir)
+    finished = finished_records(out_dir)
     pending, inputs, touched = [], {}, []
     for path in (p for p in files if _selected(p, input_dir, include, exclude)):
         rel = path.relative_to(input_dir).as_posix()
@@ -291,9 +231,9 @@ def plan_folder(
         made_of = {"made_with": made_with, "input": identity,
                    "labels": None if own is None or rel not in own else [class_names[i] for i in own[rel]]}
         targets = output_paths(out_dir, rel, formats, bases[rel]) if rel in bases else None
-        if targets is not None and _is_finished(record, targets, out_dir, made_of):
+        if targets is not None and is_finished(record, targets, out_dir, made_of):
             report.skipped.append(rel)
-        elif targets is not None and _only_mtime_changed(record, path, identity) and _is_finished(
+        elif targets is not None and only_mtime_changed(record, path, identity) and is_finished(
                 record, targets, out_dir, {**made_of, "input": record["input"]}):
             report.skipped.append(rel)
             touched.append({**record, "input": identity})  # the next run compares sizes and mtimes only
@@ -301,21 +241,9 @@ def plan_folder(
             pending.append(rel)
             inputs[rel] = {"input": identity, "content": file_digest(path)}
     if touched:
-        with _open_results(out_dir / "results.jsonl") as handle:
+        with open_results(out_dir / "results.jsonl") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in touched)
     return FolderPlan(input_dir, out_dir, tuple(formats), pending, bases, own, report, made_with, inputs)
-
-
-def _only_mtime_changed(record: dict | None, path: Path, identity: list[int] | None) -> bool:
-    """Whether ``path`` is the file ``record`` was made from under a new mtime (copied, restored, touched).
-
-    Same size, then the same :func:`~c2f.data.io.file_digest`; records without a ``content`` digest never
-    match, so the file is read only when its size says it may be unchanged.
-    """
-    if record is None or identity is None or not record.get("content"):
-        return False
-    before = record.get("input")
-    return isinstance(before, list) and before[:1] == identity[:1] and file_digest(path) == record["content"]
 
 
 def made_with_digest(engine: Engine, *, crf: bool, grabcut: bool) -> str:
@@ -403,84 +331,6 @@ def segment_folder(
             finish_writes(keep=ahead)
         finish_writes(keep=0)
     return plan.report
-
-
-class ResultsSink:
-    """Where finished images go: results.jsonl (flushed per call), the report, the progress bar.
-
-    Used as a context manager; on a clean exit report.json is written. A kill leaves results.jsonl
-    with every finished image recorded, which is what the next run resumes from.
-    """
-
-    def __init__(self, plan: FolderPlan, *, total: int, progress: bool) -> None:
-        self.plan = plan
-        self._jsonl = _open_results(plan.out_dir / "results.jsonl")
-        self._bar = tqdm(total=total, desc="segment", disable=not progress)
-
-    def __enter__(self) -> "ResultsSink":
-        return self
-
-    def fail(self, rel: str, reason: str) -> None:
-        self.plan.report.failed.append((rel, reason))
-        self._bar.update(1)
-
-    def done(self, records: Iterable[dict]) -> None:
-        for record in records:
-            record = {**record, "made_with": self.plan.made_with, **self.plan.inputs.get(record["path"], {})}
-            self._jsonl.write(json.dumps(record) + "\n")
-            self.plan.report.done.append(record["path"])
-            self._bar.update(1)
-        self._jsonl.flush()
-
-    def __exit__(self, kind: type | None, *_: object) -> None:
-        self._jsonl.close()
-        self._bar.close()
-        if kind is None:
-            (self.plan.out_dir / "report.json").write_text(json.dumps(self.plan.report.to_dict(), indent=2))
-
-
-def _finished(out_dir: Path) -> dict[str, dict]:
-    """Relative image path -> its last record in results.jsonl; a line cut short by a kill is ignored."""
-    finished: dict[str, dict] = {}
-    try:
-        lines = (out_dir / "results.jsonl").read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return finished
-    for line in lines:
-        try:
-            record = json.loads(line)
-            finished[str(record["path"])] = record
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-    return finished
-
-
-def _is_finished(record: dict | None, targets: Mapping[str, Path], out_dir: Path, made_of: Mapping) -> bool:
-    """An image is done when results.jsonl records it with these outputs, they all exist, and the record
-    says it was made as this run would make it (``made_of``: settings digest, file identity, labels).
-
-    Requiring the record as well as the files means an image killed between writing its files and
-    its record is redone (so results.jsonl always lists it), and outputs written under another name
-    (by a version that let clashing names overwrite each other) do not count. Records written before
-    ``made_with`` was recorded never match: the model that made them is unknown.
-    """
-    if record is None or any(record.get(key) != value for key, value in made_of.items()):
-        return False
-    outputs = record.get("outputs") or {}
-    return all(outputs.get(fmt) == target.relative_to(out_dir).as_posix() and target.exists()
-               for fmt, target in targets.items())
-
-
-def _open_results(path: Path) -> TextIO:
-    """Open results.jsonl for appending, first ending a line a kill cut short so records stay one per line."""
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb") as handle:
-            handle.seek(-1, 2)
-            cut = handle.read(1) != b"\n"
-        if cut:
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.write("\n")
-    return open(path, "a", encoding="utf-8")
 
 
 def load_image(path: Path) -> tuple[np.ndarray, float] | ImageReadError:
