@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 
 def test_evaluating_an_onnx_model_imports_no_torch(tmp_path, demo_data, semantic_onnx) -> None:
