@@ -126,10 +126,10 @@ def interleaved(candidates: dict[str, Callable[[], object]], warmup: int, rounds
     Every round calls each candidate once (order reversed every other round, so none always follows
     the same neighbour), so a load change on a shared machine hits every candidate alike. Each timed
     call starts once the previous one's thread pools stopped spinning (:func:`settle`), so no call
-    competes with another backend's idle threads. ``warmup`` untimed rounds come first. Rounds continue until ``rounds`` are done and the loop has run
-    ``min_s`` seconds, and stop once ``budget_s`` has passed, but never before 5 rounds (or
-    ``rounds`` when smaller); at most 10 x ``rounds``. A candidate that raises is dropped and its
-    error returned under ``error``.
+    competes with another backend's idle threads. ``warmup`` untimed rounds come first. Rounds
+    continue until ``rounds`` are done and the loop has run ``min_s`` seconds, and stop once
+    ``budget_s`` has passed, but never before 5 rounds (or ``rounds`` when smaller); at most
+    10 x ``rounds``. A candidate that raises is dropped and its error returned under ``error``.
     """
     names = list(candidates)
     errors: dict[str, str] = {}

@@ -48,10 +48,10 @@ def command(
     """Segment every image under INPUT_DIR, mirroring the tree into --out.
 
     Images already segmented the same way (same model file, --crf, --grabcut and labels; image file
-    unchanged, by content when only its mtime changed) are skipped, so an interrupted run continues where it stopped; a rerun with another model
-    or option replaces the masks made before. Unreadable files are listed in OUT/report.json and skipped.
-    OUT/results.jsonl records each image's output files (and with --labels-from, the labels it was
-    segmented with). Images whose outputs would share a name
+    unchanged, by content when only its mtime changed) are skipped, so an interrupted run continues
+    where it stopped; a rerun with another model or option replaces the masks made before. Unreadable
+    files are listed in OUT/report.json and skipped. OUT/results.jsonl records each image's output files
+    (and with --labels-from, the labels it was segmented with). Images whose outputs would share a name
     (x.jpg beside x.png in one folder) are named after their full file names: x.jpg.png, x.png.png.
     --out may lie inside INPUT_DIR; it is never read as input.
 

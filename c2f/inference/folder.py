@@ -14,9 +14,9 @@ input folder holds, never on ``include``/``exclude``, so every run names an imag
 
 Resume: an image is skipped when results.jsonl records it with the outputs this run would write, all
 present, made from the same file (size and mtime, or, when only the mtime changed, the same content
-digest: a copied or restored input folder keeps its masks), with the same model file (content digest), the same
-``crf``/``grabcut`` choice and refinement bounds, and the same labels. Anything else is segmented again
-and its outputs replaced, so a rerun with another model or another option never keeps stale masks.
+digest: a copied or restored input folder keeps its masks), with the same model file (content digest),
+the same ``crf``/``grabcut`` choice and refinement bounds, and the same labels. Anything else is segmented
+again and its outputs replaced, so a rerun with another model or another option never keeps stale masks.
 
 The output folder may lie inside the input folder: it is never read as input. Temporary files left by
 a killed run (see :func:`c2f.data.io.remove_stale_temporaries`) are removed when the next run starts.
@@ -239,7 +239,7 @@ def plan_folder(
             touched.append({**record, "input": identity})  # the next run compares sizes and mtimes only
         else:
             pending.append(rel)
-            inputs[rel] = {"input": identity, "content": file_digest(path)}
+            inputs[rel] = {"input": identity, "content": file_digest(path)}  # before any image is read
     if touched:
         with open_results(out_dir / "results.jsonl") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in touched)

@@ -50,7 +50,15 @@ import numpy as np
 from tqdm import tqdm
 
 from c2f.data.datasets import IGNORE, LabelledDataset, Sample, ground_truth
-from c2f.data.io import ImageReadError, file_digest, file_identity, read_image, read_mask, write_label_png, write_mask_png
+from c2f.data.io import (
+    ImageReadError,
+    file_digest,
+    file_identity,
+    read_image,
+    read_mask,
+    write_label_png,
+    write_mask_png,
+)
 from c2f.evaluation.metrics import Scorer
 from c2f.masks.config import MaskConfig
 from c2f.masks.generators import CoarseGenerator, CoarseInputError, make_generator
