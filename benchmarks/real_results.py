@@ -253,8 +253,10 @@ class Experiment:
 
     def supervised(self, weak: TrainConfig, dataset: LabelledDataset) -> TrainConfig:
         """The weak recipe on the ground-truth masks (read through the folder generator): one round
-        as long as all the weak rounds together, which warm-start from each other."""
-        return weak.updated(rounds=1, epochs=weak.epochs * weak.rounds, write_masks=False,
+        as long as all the weak rounds together, which warm-start from each other. Ground truth is
+        clean, so the reference trains with cross-entropy whatever loss the weak recipe uses against
+        wrong labels (on the horse photos gce would lower the reference: 87.1 against 88.0)."""
+        return weak.updated(rounds=1, epochs=weak.epochs * weak.rounds, write_masks=False, loss="ce",
                             masks=weak.masks.updated(generator="folder",
                                                      generator_options={"root": str(dataset.root / "masks")},
                                                      grabcut=False, min_fg=0.0, max_fg=1.0))

@@ -389,6 +389,25 @@ def test_warm_start_begins_from_the_given_checkpoint(tmp_path, demo_data) -> Non
     assert not torch.equal(fresh["head.classifier.weight"], reference["head.classifier.weight"])
 
 
+def test_a_round_trains_with_the_configured_loss(tmp_path, demo_data) -> None:
+    """From the same seed: gce's steps differ from cross-entropy's, and gce with q near 0 takes cross-entropy's."""
+    from c2f.training.distributed import DistInfo
+    from c2f.training.trainer import train_round
+
+    data, pairs = _ground_truth_pairs(demo_data, tmp_path / "labels")
+
+    def head(**loss) -> torch.Tensor:
+        cfg = TrainConfig(epochs=1, batch_size=4, lr=0.01, resize=64, crop=48, **loss)
+        model = train_round(LabelMapDataset(pairs, 64, 48), cfg, data.num_classes, 1, "semantic", data.class_names,
+                            tmp_path / "last.pt", "cpu", dist_info=DistInfo(), progress=False)
+        (tmp_path / "last.pt").unlink()
+        return model.head.classifier.weight.detach().clone()
+
+    ce, gce, gce_near_ce = head(), head(loss="gce"), head(loss="gce", gce_q=1e-4)
+    assert not torch.allclose(gce, ce, atol=1e-4)
+    assert torch.allclose(gce_near_ce, ce, atol=1e-4)
+
+
 @pytest.mark.slow  # trains in a subprocess, kills and resumes it
 def test_weight_average_follows_the_trained_weights_and_resumes_exactly(tmp_path, demo_data) -> None:
     """With one step per epoch the EMA can be recomputed from the per-epoch SGD weights.

@@ -58,6 +58,10 @@ _OPTIONS = {"val_fraction": "--val-fraction", "seed": "--seed", "val_data": "--v
               help="Use an exponential moving average of each round's weights, e.g. 0.99 [default: 0, off].")
 @click.option("--relabel-folds", type=int, default=None,
               help="Relabel each image with a model trained without it, over this many folds [default: 1, off].")
+@click.option("--loss", type=click.Choice(["ce", "gce"]), default=None,
+              help="Pixel loss: ce (cross-entropy) or gce (generalised cross-entropy, robust to wrong labels) [default: ce].")
+@click.option("--gce-q", type=float, default=None,
+              help="gce's exponent q in (0, 1]: towards 0 it is cross-entropy [default: 0.7].")
 @generator_option
 @click.option("--mask-workers", type=workers_type, default=None, help="Processes for the mask stage [default: 1].")
 @click.option("--seed", type=int, default=None, help="[default: 0]")

@@ -15,6 +15,8 @@ from c2f.labelmap import DEFAULT_DISAGREEMENT, DISAGREEMENT_RULES
 from c2f.masks.config import MaskConfig
 from c2f.models import TASK_DEFAULTS
 
+from .losses import LOSSES
+
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "configs"  # bundled recipes, e.g. cpu.yaml
 
 # The flat mask-stage keys of earlier TrainConfigs (config files, run folders' config.yaml, updated())
@@ -68,6 +70,11 @@ class TrainConfig:
     # > 1: between rounds, each image is relabelled by a model trained without it (that many folds,
     # each trained like the round on the other folds' images). 1 (the paper): the round's own model.
     relabel_folds: int = 1
+    # The pixel loss (c2f.training.losses): "ce", the paper's cross-entropy, or "gce", the generalised
+    # cross-entropy (1 - p ** gce_q) / gce_q, which lets a label the model confidently contradicts pull
+    # less, so the photos whose weak labels are right about a part outweigh those whose labels miss it.
+    loss: str = "ce"
+    gce_q: float = 0.7
     seed: int = 0
     loader_workers: int = 0
     device: str = "auto"
@@ -101,6 +108,10 @@ class TrainConfig:
         if self.round_disagreement not in DISAGREEMENT_RULES:
             raise ValueError(f"round_disagreement must be one of {', '.join(DISAGREEMENT_RULES)}, "
                              f"got {self.round_disagreement!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not 0.0 < self.gce_q <= 1.0:
+            raise ValueError(f"gce_q must be in (0, 1], got {self.gce_q}")
         if self.relabel_folds < 1:
             raise ValueError(f"relabel_folds must be at least 1, got {self.relabel_folds}")
         if self.head_only_epochs < 0:

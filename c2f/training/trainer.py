@@ -18,18 +18,17 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from c2f.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from c2f.labelmap import IGNORE
 from c2f.models import SegmentationModel, build_model
 
 from .config import TrainConfig
 from .distributed import DistInfo
+from .losses import pixel_loss
 from .samples import LabelMapDataset, epoch_order
 
 log = logging.getLogger(__name__)
@@ -153,7 +152,7 @@ def train_round(
             pixels, target = pixels.to(device), target.to(device)
             with torch.autocast("cuda", enabled=use_amp):
                 logits = wrapped(pixels)
-            loss = _loss(logits.float(), target)
+            loss = pixel_loss(logits.float(), target, kind=cfg.loss, gce_q=cfg.gce_q)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -191,9 +190,3 @@ def train_round(
     final.steps = step  # for reporting and for the distributed step-count test
     return final
 
-
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy ignoring IGNORE pixels; a batch with no labelled pixel contributes a zero (not NaN) loss."""
-    if bool((target != IGNORE).any()):
-        return F.cross_entropy(logits, target, ignore_index=IGNORE)
-    return logits.sum() * 0.0
