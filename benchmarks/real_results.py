@@ -268,6 +268,7 @@ def _recipe(cfg: dict[str, Any]) -> str:
             f"batch {cfg['batch_size']}, resize {cfg['resize']}, crop {cfg['crop']}, {cfg['rounds']} rounds of "
             f"{cfg['epochs']} epochs ({cfg['head_only_epochs']} head-only)"
             + (", each round from the previous one's weights" if cfg["warm_start"] else "")
+            + (f", generalised cross-entropy (q {cfg['gce_q']:g})" if cfg.get("loss") == "gce" else "")
             + (_consensus(cfg.get("round_disagreement", "ignore")) if cfg.get("round_consensus") else ""))
 
 
@@ -432,7 +433,8 @@ def markdown(results: dict, command: str) -> str:
         f"train / {r['horse_split']['val']} val. Split: `c2f.data.datasets.split(val_fraction=0.25, seed=0)`.",
         f"- Recipe: {_recipe(r['voc_weak']['config'])} (VOC, `c2f train --config cpu`); "
         f"{_recipe(r['horse_weak']['config'])} (horse, `--config cpu-foreground`). The fully supervised "
-        f"references train the same recipe on the ground-truth masks, as many epochs in one round. The paper "
+        f"references train the same recipe on the ground-truth masks, as many epochs in one round, with "
+        f"cross-entropy (the ground truth has no errors to be robust to). The paper "
         f"trains a ResNet-101 DeepLab at 321/256 for far longer.",
         "",
         "All scores in percent. mIoU over the 21 VOC classes; fg J = mean per-image foreground Jaccard.",

@@ -72,7 +72,8 @@ class TrainConfig:
     relabel_folds: int = 1
     # The pixel loss (c2f.training.losses): "ce", the paper's cross-entropy, or "gce", the generalised
     # cross-entropy (1 - p ** gce_q) / gce_q, which lets a label the model confidently contradicts pull
-    # less, so the photos whose weak labels are right about a part outweigh those whose labels miss it.
+    # less, so the model fits fewer of the weak labels' errors. For foreground (two classes): with 21
+    # it learns background only, its object pixels starting at p ~ 1/21 (docs/cpu_recipe.md).
     loss: str = "ce"
     gce_q: float = 0.7
     seed: int = 0
