@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from c2f.labelmap import IGNORE
 from c2f.training import TrainConfig
-from c2f.training.losses import pixel_loss
+from c2f.training.losses import LOSSES, pixel_loss
 
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,3 +76,10 @@ def test_loss_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="gce_q"):
         TrainConfig(loss="gce", gce_q=0.0)
     assert TrainConfig().updated(loss="gce", gce_q=0.5).gce_q == 0.5
+
+
+def test_the_train_command_offers_every_loss() -> None:
+    from c2f.cli.train import command
+
+    option = next(param for param in command.params if param.name == "loss")
+    assert tuple(option.type.choices) == LOSSES

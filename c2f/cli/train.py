@@ -59,7 +59,8 @@ _OPTIONS = {"val_fraction": "--val-fraction", "seed": "--seed", "val_data": "--v
 @click.option("--relabel-folds", type=int, default=None,
               help="Relabel each image with a model trained without it, over this many folds [default: 1, off].")
 @click.option("--loss", type=click.Choice(["ce", "gce"]), default=None,
-              help="Pixel loss: ce (cross-entropy) or gce (generalised cross-entropy, robust to wrong labels; for foreground: with many classes it can learn only background) [default: ce].")
+              help="Pixel loss: ce (cross-entropy) or gce (generalised cross-entropy, robust to wrong labels; "
+                   "for foreground: with many classes it can learn only background) [default: ce].")
 @click.option("--gce-q", type=float, default=None,
               help="gce's exponent q in (0, 1]: towards 0 it is cross-entropy [default: 0.7].")
 @generator_option

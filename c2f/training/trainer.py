@@ -189,4 +189,3 @@ def train_round(
     final = model if average is None else average.module
     final.steps = step  # for reporting and for the distributed step-count test
     return final
-
