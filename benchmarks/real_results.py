@@ -425,7 +425,9 @@ def markdown(results: dict, command: str) -> str:
         "",
         f"- Command: `{command}` (mode `{r['mode']}`)",
         f"- Machine: {m['cpu']} ({m['cpu_count']} CPUs)" + (f", GPU {m['gpu']}" if "gpu" in m else ", no GPU")
-        + f"; torch {m['torch']}, OpenCV {m['opencv']}, Python {m['python']}",
+        + f"; torch {m['torch']}, OpenCV {m['opencv']}, Python {m['python']}"
+        + ("" if "gpu" in m else ". No column at the paper's sizes (321/256, backbone fine-tuned from the "
+           "start): that run needs a GPU."),
         f"- Wall time: {sum(r['seconds'].values()) / 60:.0f} min ("
         + ", ".join(f"{k} {v / 60:.1f}" for k, v in r["seconds"].items()) + " min)",
         f"- Data: VOC co-segmentation {r['voc_split']['train']} train / {r['voc_split']['val']} val images "
