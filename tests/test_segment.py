@@ -103,6 +103,7 @@ def test_resume_redoes_images_made_with_another_model_option_or_file(
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert records[-1]["path"] == "a/one.jpg" and records[-1]["input"][0] == edited.stat().st_size
 
+
 def test_copied_input_folder_keeps_its_masks_and_same_size_edits_are_redone(
     tmp_path, demo_data, semantic_onnx, monkeypatch
 ) -> None:

@@ -233,8 +233,9 @@ def plan_folder(
         targets = output_paths(out_dir, rel, formats, bases[rel]) if rel in bases else None
         if targets is not None and is_finished(record, targets, out_dir, made_of):
             report.skipped.append(rel)
-        elif targets is not None and only_mtime_changed(record, path, identity) and is_finished(
-                record, targets, out_dir, {**made_of, "input": record["input"]}):
+        elif targets is not None and record is not None and is_finished(
+                record, targets, out_dir, {**made_of, "input": record.get("input")}
+        ) and only_mtime_changed(record, path, identity):  # reads the file only when all else matches
             report.skipped.append(rel)
             touched.append({**record, "input": identity})  # the next run compares sizes and mtimes only
         else:
